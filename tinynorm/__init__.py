@@ -1,0 +1,94 @@
+"""tinynorm: normalization layers and their gradients, from scratch, on NumPy.
+
+import tinynorm as tn
+x = tn.randn(4, 8, requires_grad=True)
+y = tn.nn.RMSNorm(8)(x)
+y.backward(tn.randn(4, 8))
+tn.gradcheck(tn.nn.RMSNorm(8), x)
+"""
+
+from . import backend, nn, ops, optim, registry  # noqa: E402,I001  (nn registers the norms)
+from .autograd import Context, Function, is_grad_enabled, no_grad
+from .backend import BackendUnavailableError, get_backend, set_backend, use_backend
+from .gradcheck import (
+    GradcheckError,
+    GradcheckResult,
+    GradcheckWarning,
+    analytical_jacobian,
+    gradcheck,
+    numerical_jacobian,
+)
+from .ops import (
+    abs,
+    broadcast_to,
+    exp,
+    log,
+    matmul,
+    max,
+    maximum,
+    mean,
+    permute,
+    relu,
+    reshape,
+    sqrt,
+    sum,
+    sum_to,
+    tanh,
+    transpose,
+    where,
+)
+from .random import manual_seed, rand, randn
+from .tensor import Tensor, ones, tensor, zeros
+
+float16, float32, float64 = "float16", "float32", "float64"
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "Context",
+    "Function",
+    "GradcheckError",
+    "GradcheckResult",
+    "GradcheckWarning",
+    "Tensor",
+    "abs",
+    "analytical_jacobian",
+    "backend",
+    "broadcast_to",
+    "exp",
+    "float16",
+    "float32",
+    "float64",
+    "get_backend",
+    "gradcheck",
+    "is_grad_enabled",
+    "log",
+    "manual_seed",
+    "matmul",
+    "max",
+    "maximum",
+    "mean",
+    "nn",
+    "no_grad",
+    "numerical_jacobian",
+    "ones",
+    "ops",
+    "optim",
+    "permute",
+    "rand",
+    "randn",
+    "registry",
+    "relu",
+    "reshape",
+    "set_backend",
+    "sqrt",
+    "sum",
+    "sum_to",
+    "tanh",
+    "tensor",
+    "transpose",
+    "use_backend",
+    "where",
+    "zeros",
+]

@@ -1,0 +1,179 @@
+"""Reverse-mode automatic differentiation: ``Function``, its ``ctx``, and the backward walk.
+
+Every operation in tinynorm is a ``Function`` with two static methods that work on raw
+backend arrays (never on Tensors):
+
+* ``forward(ctx, *arrays, **kwargs)`` computes the output and stores in ``ctx`` what
+  the backward will need (``ctx.save_for_backward(...)``);
+* ``backward(ctx, grad)`` receives dL/d(output) and returns dL/d(input) for each
+  positional input (``None`` where an input needs no gradient).
+
+``MyFn.apply(*tensors, **kwargs)`` runs the forward and, when a gradient is wanted,
+links the output to its inputs. ``Tensor.backward()`` then visits that graph in
+reverse topological order, calling each backward once. This is PyTorch's
+``torch.autograd.Function`` shape; norms use it to plug in hand-derived backwards.
+
+Backward twice: like PyTorch, the graph is freed by a backward pass (the saved
+arrays are released); a second ``backward()`` through it raises a ``RuntimeError``
+unless the first call passed ``retain_graph=True``, in which case gradients
+accumulate into ``.grad``, as PyTorch does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from . import backend
+from .tensor import Tensor
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside ``with tn.no_grad():`` operations record no graph (as ``torch.no_grad``)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Context:
+    """What a ``Function``'s forward leaves for its backward."""
+
+    def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
+        self.needs_input_grad = needs_input_grad
+        self.saved_tensors: tuple[Any, ...] = ()
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        self.saved_tensors = arrays
+
+
+class Function:
+    """Base class of every differentiable operation. Subclass and define the two
+    static methods ``forward(ctx, *arrays, **kwargs)`` and ``backward(ctx, grad)``."""
+
+    @staticmethod
+    def forward(ctx: Context, *arrays: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("a Function subclass must define forward(ctx, *arrays)")
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        raise NotImplementedError("a Function subclass must define backward(ctx, grad)")
+
+    @classmethod
+    def apply(cls, *inputs: Tensor | None, **kwargs: Any) -> Tensor:
+        """Run ``forward`` on the inputs' arrays and record the graph edge."""
+        for i, t in enumerate(inputs):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{cls.__name__}.apply: input {i} must be a tn.Tensor or None, got {type(t).__name__}")
+        _check_same_backend(cls.__name__, inputs)
+        needs = tuple(t is not None and t.requires_grad for t in inputs)
+        record = _grad_enabled and any(needs)
+        ctx = Context(needs)
+        arrays = [None if t is None else t.data for t in inputs]
+        out = Tensor(cls.forward(ctx, *arrays, **kwargs))
+        if record:
+            out.requires_grad = True
+            out._fn, out._ctx, out._parents = cls, ctx, inputs
+        return out
+
+
+def _check_same_backend(op: str, inputs: tuple[Tensor | None, ...]) -> None:
+    names = {t.backend for t in inputs if t is not None}
+    if len(names) > 1:
+        raise TypeError(
+            f"{op}: all tensors must live on one backend, got tensors on {sorted(names)}; "
+            "move them with tensor.to(backend)"
+        )
+
+
+def topological_order(root: Tensor) -> list[Tensor]:
+    """Nodes that lead to ``root``, each after all of its inputs.
+
+    Iterative depth-first search with an explicit stack: a recursive one would
+    hit Python's recursion limit on a chain of a few thousand operations.
+    """
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))  # revisit once every input is ordered
+        for parent in node._parents:
+            if parent is not None and parent.requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
+    """Propagate ``grad`` (dL/d root) to every leaf that requires grad."""
+    grads: dict[int, Any] = {id(root): grad}
+    for node in reversed(topological_order(root)):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        if node._retains_grad or node.is_leaf:
+            node.grad = g if node.grad is None else node.grad + g
+        if node.is_leaf:
+            continue
+        if node._ctx is None:
+            raise RuntimeError(
+                f"backward through {node._fn.__name__} a second time: the graph was freed by "
+                "the first backward(). Pass retain_graph=True to the first call to keep it."
+            )
+        input_grads = node._fn.backward(node._ctx, g)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if len(input_grads) != len(node._parents):
+            raise RuntimeError(
+                f"{node._fn.__name__}.backward returned {len(input_grads)} gradients for {len(node._parents)} inputs"
+            )
+        for parent, pg in zip(node._parents, input_grads):
+            if parent is None or not parent.requires_grad or pg is None:
+                continue
+            if tuple(pg.shape) != parent.shape:
+                raise RuntimeError(
+                    f"{node._fn.__name__}.backward returned a gradient of shape "
+                    f"{tuple(pg.shape)} for an input of shape {parent.shape}"
+                )
+            key = id(parent)
+            grads[key] = pg if key not in grads else grads[key] + pg
+        if not retain_graph:  # free the saved arrays, as PyTorch does
+            node._ctx = None
+            node._parents = ()
+
+
+def as_backend_grad(root: Tensor, grad: Any) -> Any:
+    """Check a user-given upstream gradient and return it as an array of root's backend."""
+    if grad is None:
+        if root.size != 1:
+            raise RuntimeError(
+                f"backward: grad can be omitted only for a scalar output, but the output has "
+                f"shape {root.shape}; pass grad, an array of that shape (dL/d output)"
+            )
+        xp = root.xp
+        return xp.ones(root.data.shape, dtype=root.data.dtype)
+    if isinstance(grad, Tensor):
+        if grad.backend != root.backend:
+            raise TypeError(f"backward: grad lives on backend {grad.backend!r}, the output on {root.backend!r}")
+        grad = grad.data
+    elif backend.backend_of_or_none(grad) != root.backend:
+        grad = root.xp.asarray(backend.to_numpy(grad) if backend.backend_of_or_none(grad) else grad)
+    if tuple(grad.shape) != root.shape:
+        raise ValueError(f"backward: grad must have the output's shape {root.shape}, got {tuple(grad.shape)}")
+    return root.xp.astype(grad, root.data.dtype)

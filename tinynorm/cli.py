@@ -1,0 +1,75 @@
+"""``python -m tinynorm``: ``check`` gradchecks every registered op and norm; ``list`` lists them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import backend
+from .gradcheck import GradcheckResult, GradcheckWarning, gradcheck
+from .registry import NORMS, OPS
+
+
+def _row(name: str, result: GradcheckResult) -> str:
+    status = "PASS" if result.passed else "FAIL"
+    return f"{name:<32} {result.max_abs_error:>12.2e} {result.max_rel_error:>12.2e}  {status}"
+
+
+def check(backend_name: str, fast: bool, only: str | None) -> int:
+    """Gradcheck every op and norm; return the number of failures."""
+    print(f"tinynorm check on backend {backend_name!r} ({'fast' if fast else 'full'} mode, float64)")
+    print(f"{'name':<32} {'max abs err':>12} {'max rel err':>12}  result", flush=True)
+    failures = 0
+    with backend.use_backend(backend_name), warnings.catch_warnings():
+        warnings.simplefilter("error", GradcheckWarning)
+        for name, op in OPS.items():
+            if only and only != name:
+                continue
+            inputs = op.inputs(np.random.default_rng(0))
+            fn = (lambda *a, _op=op: _op.fn(*a, axis=(0, 2))) if op.kind == "reduction" else op.fn
+            result = gradcheck(fn, inputs, fast=fast, raise_exception=False)
+            failures += not result.passed
+            print(_row(f"op {name}", result))
+        for name, spec in NORMS.items():
+            if only and only != name:
+                continue
+            for impl in ("explicit", "autograd"):
+                module, x = spec.build("3d", impl=impl)
+                result = gradcheck(module, x, fast=fast, raise_exception=False)
+                failures += not result.passed
+                print(_row(f"{name} [{impl}]", result))
+                if not result.passed:
+                    print("    " + result.report().replace("\n", "\n    "))
+    print(f"{failures} failed" if failures else "all passed")
+    return failures
+
+
+def list_registry() -> None:
+    print("ops:   " + ", ".join(OPS))
+    print("norms:")
+    for spec in NORMS.values():
+        params = ", ".join(f"{p.name} {p.shape} ({p.init})" for p in spec.params) or "no parameters"
+        print(f"  {spec.name:<22} {spec.title}: {spec.summary}; {params}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinynorm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_check = sub.add_parser("check", help="gradcheck every registered op and norm, print a table")
+    p_check.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
+    p_check.add_argument("--fast", action="store_true", help="one random projection instead of the whole Jacobian")
+    p_check.add_argument("--only", help="check just this op or norm")
+    sub.add_parser("list", help="list the registered ops and norms")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        list_registry()
+        return 0
+    try:
+        return 1 if check(args.backend, args.fast, args.only) else 0
+    except backend.BackendUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

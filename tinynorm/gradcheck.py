@@ -1,0 +1,306 @@
+"""Finite-difference gradient checking: the instrument every test in tinynorm relies on.
+
+The central difference ``(f(x + eps e_j) - f(x - eps e_j)) / (2 eps)`` estimates column
+``j`` of the Jacobian with a truncation error of order ``eps**2`` and a round-off
+error of order ``u / eps`` (``u`` the unit round-off of the dtype). In float64
+(``u ~ 1e-16``) both are about 1e-10 at the default ``eps = 1e-6``; in float32
+(``u ~ 6e-8``) the round-off alone is about 0.06, which is why the tolerances
+assume float64 and a warning is raised otherwise. ``docs/gradcheck.md`` has the
+full error analysis.
+
+Two modes, as in ``torch.autograd.gradcheck``:
+
+* full (default): the whole Jacobian. The analytical one is assembled row by row
+  from vector-Jacobian products (one ``backward`` per output element, with a one-hot
+  upstream gradient); the numerical one column by column (two forwards per input
+  element). Then, because a backward must be *linear* in its upstream gradient, the
+  gradient for one random upstream ``v`` is compared with ``v^T J`` as well.
+* fast: one random projection per input, ``v^T J u`` with random unit ``u`` and
+  ``v`` (Chainer's ``check_backward``, PyTorch's ``fast_mode``): one backward and two
+  forwards per input, whatever the size.
+
+Both modes also check that a zero upstream gradient gives zero gradients. The loss
+is never ``y.sum()``: LayerNorm's output rows sum to a constant, so that loss has
+gradient exactly zero and would hide any bug in ``dx``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor
+
+
+class GradcheckError(RuntimeError):
+    """Raised when analytical and numerical gradients disagree; ``.result`` has the numbers."""
+
+    def __init__(self, result: GradcheckResult) -> None:
+        super().__init__(result.report())
+        self.result = result
+
+
+class GradcheckWarning(UserWarning):
+    """The tolerances assume float64; this warns when an input is not."""
+
+
+@dataclass
+class GradcheckFailure:
+    """The worst disagreement found for one input in one check."""
+
+    input: str  # "input 0", or a module parameter's name such as "weight"
+    check: str  # "jacobian", "random upstream", "projection" or "zero upstream"
+    index: tuple[int, ...]  # element of the input (Jacobian: output index + input index)
+    analytical: float
+    numerical: float
+    abs_error: float
+    rel_error: float
+
+    def __str__(self) -> str:
+        where = f" at element {self.index}" if self.index else ""
+        return (
+            f"{self.input!r}, {self.check} check{where}: analytical {self.analytical:.6g} vs "
+            f"numerical {self.numerical:.6g} (abs error {self.abs_error:.3g}, "
+            f"rel error {self.rel_error:.3g})"
+        )
+
+
+@dataclass
+class GradcheckResult:
+    """Everything a gradcheck measured. Truthy when it passed."""
+
+    passed: bool
+    mode: str
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    failures: list[GradcheckFailure] = field(default_factory=list)
+    atol: float = 1e-5
+    rtol: float = 1e-3
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def report(self) -> str:
+        if self.passed:
+            return (
+                f"gradcheck passed ({self.mode} mode): max abs error {self.max_abs_error:.3g}, "
+                f"max rel error {self.max_rel_error:.3g}"
+            )
+        lines = [f"gradcheck failed ({self.mode} mode); allowed |a - n| <= {self.atol} + {self.rtol} * |n|:"]
+        lines += [f"  - {f}" for f in self.failures]
+        return "\n".join(lines)
+
+
+# ---- the pieces -----------------------------------------------------------------
+def _as_tuple(inputs: Any) -> tuple[Any, ...]:
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def checked_tensors(fn: Callable[..., Tensor], inputs: Any) -> list[tuple[str, Tensor]]:
+    """The tensors whose gradients are checked: inputs that require grad, then the
+    parameters of ``fn`` when it is a module."""
+    targets = [(f"input {i}", t) for i, t in enumerate(_as_tuple(inputs)) if isinstance(t, Tensor) and t.requires_grad]
+    if hasattr(fn, "named_parameters"):
+        targets += [(name, p) for name, p in fn.named_parameters() if p.requires_grad]
+    return targets
+
+
+def _output(fn: Callable[..., Tensor], inputs: Any) -> Tensor:
+    out = fn(*_as_tuple(inputs))
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a tn.Tensor, got {type(out).__name__}")
+    return out
+
+
+def _host(array: Any) -> np.ndarray:
+    return backend.to_numpy(array).astype(np.float64)
+
+
+def _forward_host(fn: Callable[..., Tensor], inputs: Any) -> np.ndarray:
+    from .autograd import no_grad
+
+    with no_grad():
+        return _host(_output(fn, inputs).data)
+
+
+def _directional(fn: Callable[..., Tensor], inputs: Any, t: Tensor, direction: np.ndarray, eps: float) -> np.ndarray:
+    """Central difference of ``fn``'s output along ``direction`` in ``t``'s space.
+
+    Each shifted point is a fresh array, never an in-place edit of ``t.data`` (which
+    may be a broadcast view whose elements share memory)."""
+    original = t.data
+    xp, base = t.xp, _host(original)
+    try:
+        t.data = xp.astype(xp.asarray(base + eps * direction), original.dtype)
+        plus = _forward_host(fn, inputs)
+        t.data = xp.astype(xp.asarray(base - eps * direction), original.dtype)
+        minus = _forward_host(fn, inputs)
+    finally:
+        t.data = original
+    return (plus - minus) / (2 * eps)
+
+
+def numerical_jacobian(fn: Callable[..., Tensor], inputs: Any, eps: float = 1e-6) -> list[np.ndarray]:
+    """Jacobians d out / d t by central differences, one ``(out.size, t.size)`` matrix per
+    checked tensor, built column by column."""
+    out_size = _forward_host(fn, inputs).size
+    jacobians = []
+    for _, t in checked_tensors(fn, inputs):
+        jac = np.zeros((out_size, t.size))
+        for j in range(t.size):
+            e_j = np.zeros(t.size)
+            e_j[j] = 1.0
+            jac[:, j] = _directional(fn, inputs, t, e_j.reshape(t.shape), eps).ravel()
+        jacobians.append(jac)
+    return jacobians
+
+
+def _vjp(fn: Callable[..., Tensor], inputs: Any, upstream: list[np.ndarray] | np.ndarray) -> list[list[np.ndarray]]:
+    """Gradients of every checked tensor for each upstream gradient, from one forward."""
+    targets = checked_tensors(fn, inputs)
+    saved = [t.grad for _, t in targets]
+    out = _output(fn, inputs)
+    results = []
+    try:
+        for k, v in enumerate(upstream):
+            for _, t in targets:
+                t.grad = None
+            out.backward(out.xp.astype(out.xp.asarray(v), out.dtype), retain_graph=k < len(upstream) - 1)
+            results.append([np.zeros(t.shape) if t.grad is None else _host(t.grad) for _, t in targets])
+    finally:
+        for (_, t), g in zip(targets, saved):
+            t.grad = g
+    return results
+
+
+def analytical_jacobian(fn: Callable[..., Tensor], inputs: Any) -> list[np.ndarray]:
+    """Jacobians from the backward pass, row by row: row ``i`` is the gradient for a
+    one-hot upstream gradient at output element ``i``."""
+    out_shape = _forward_host(fn, inputs).shape
+    n_out = int(np.prod(out_shape))
+    rows = _vjp(fn, inputs, [np.eye(1, n_out, i).reshape(out_shape) for i in range(n_out)])
+    n_targets = len(checked_tensors(fn, inputs))
+    return [np.stack([row[k].ravel() for row in rows]) if rows else np.zeros((0, 0)) for k in range(n_targets)]
+
+
+# ---- the check --------------------------------------------------------------------
+def _compare(
+    name: str,
+    check: str,
+    analytical: np.ndarray,
+    numerical: np.ndarray,
+    atol: float,
+    rtol: float,
+    shape: tuple[int, ...],
+) -> tuple[float, float, GradcheckFailure | None]:
+    err = np.abs(analytical - numerical)
+    # Relative to |numerical|, floored at atol so that entries that should be 0 do not
+    # report astronomic relative errors from round-off.
+    rel = err / np.maximum(np.abs(numerical), atol)
+    bad = ~(err <= atol + rtol * np.abs(numerical))  # NaN counts as bad
+    max_abs = float(np.nanmax(err)) if err.size else 0.0
+    max_rel = float(np.nanmax(rel)) if err.size else 0.0
+    if not bad.any():
+        return max_abs, max_rel, None
+    worst = int(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf), -1.0)))
+    index = tuple(int(i) for i in np.unravel_index(worst, shape)) if shape else ()
+    failure = GradcheckFailure(
+        name,
+        check,
+        index,
+        float(analytical.ravel()[worst]),
+        float(numerical.ravel()[worst]),
+        float(err.ravel()[worst]),
+        float(rel.ravel()[worst]),
+    )
+    return max_abs, max_rel, failure
+
+
+def gradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Any,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    fast: bool = False,
+    seed: int = 0,
+    raise_exception: bool = True,
+) -> bool | GradcheckResult:
+    """Compare ``fn``'s backward with central finite differences.
+
+    Parameters
+    ----------
+    fn
+        A callable (or ``tn.nn.Module``) returning one Tensor. A module's parameters
+        that require grad are checked too.
+    inputs
+        A Tensor or a tuple of arguments; Tensors with ``requires_grad`` are checked.
+    eps
+        Finite-difference step.
+    atol, rtol
+        An element passes when ``|analytical - numerical| <= atol + rtol * |numerical|``.
+    fast
+        Check one random projection ``v^T J u`` per input instead of the whole Jacobian.
+    seed
+        Seed of the random upstream gradient and projection directions.
+    raise_exception
+        Raise ``GradcheckError`` on failure (default); otherwise return the result.
+
+    Returns
+    -------
+    ``True`` when it passes and ``raise_exception`` is set; otherwise a
+    ``GradcheckResult`` (truthy when it passed) carrying the errors measured.
+    """
+    targets = checked_tensors(fn, inputs)
+    if not targets:
+        raise ValueError("gradcheck: no input or parameter requires grad, so there is nothing to check")
+    low = sorted({str(t.dtype) for _, t in targets if t.dtype != t.xp.float64})
+    if low:
+        warnings.warn(
+            f"gradcheck: inputs of dtype {low}; the tolerances assume float64 (finite "
+            "differences in float32 have round-off errors near 1e-2)",
+            GradcheckWarning,
+            stacklevel=2,
+        )
+    rng = np.random.default_rng(seed)
+    out_shape = _forward_host(fn, inputs).shape
+    v = rng.standard_normal(out_shape)
+    comparisons: list[tuple[str, str, np.ndarray, np.ndarray, tuple[int, ...]]] = []
+
+    # A zero upstream gradient must give zero gradients.
+    for (name, t), g in zip(targets, _vjp(fn, inputs, [np.zeros(out_shape)])[0]):
+        comparisons.append((name, "zero upstream", g, np.zeros(t.shape), t.shape))
+
+    (grads_v,) = _vjp(fn, inputs, [v])
+    if fast:
+        for (name, t), g in zip(targets, grads_v):
+            u = rng.standard_normal(t.shape)
+            u /= np.linalg.norm(u) or 1.0
+            numerical = np.sum(v * _directional(fn, inputs, t, u, eps))
+            comparisons.append((name, "projection", np.array(np.sum(g * u)), np.array(numerical), ()))
+    else:
+        numerical_jacs = numerical_jacobian(fn, inputs, eps)
+        analytical_jacs = analytical_jacobian(fn, inputs)
+        for (name, t), g, num, ana in zip(targets, grads_v, numerical_jacs, analytical_jacs):
+            comparisons.append((name, "jacobian", ana, num, (num.shape[0],) + (t.size,)))
+            comparisons.append((name, "random upstream", g, (v.ravel() @ num).reshape(t.shape), t.shape))
+
+    result = GradcheckResult(passed=True, mode="fast" if fast else "full", atol=atol, rtol=rtol)
+    for name, check, analytical, numerical, shape in comparisons:
+        max_abs, max_rel, failure = _compare(name, check, analytical, numerical, atol, rtol, shape)
+        result.max_abs_error = max(result.max_abs_error, max_abs)
+        result.max_rel_error = max(result.max_rel_error, max_rel)
+        if failure is not None:
+            result.passed = False
+            result.failures.append(failure)
+    if raise_exception:
+        if not result.passed:
+            raise GradcheckError(result)
+        return True
+    return result
