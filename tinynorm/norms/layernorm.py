@@ -39,6 +39,8 @@ from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
 from ._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes, mean_rstd, widen
 
+__all__ = ["LayerNorm"]
+
 
 class LayerNormFunction(Function):
     """LayerNorm with its hand-derived backward."""

@@ -41,6 +41,8 @@ from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
 from ._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes, rms_rstd, widen
 
+__all__ = ["RMSNorm"]
+
 
 class RMSNormFunction(Function):
     """RMSNorm (optionally with a bias) with its hand-derived backward."""

@@ -1,0 +1,35 @@
+"""Shared fixtures: every backend test runs on NumPy and on array_api_strict (the
+proof, without a GPU, that the code uses only the Array API standard); CuPy joins
+when TINYNORM_TEST_BACKENDS includes it (scripts/gpu_check.sh)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import tinynorm as tn
+
+settings.register_profile(
+    "tinynorm",
+    max_examples=int(os.environ.get("TINYNORM_HYPOTHESIS_EXAMPLES", "20")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("tinynorm")
+
+BACKENDS = os.environ.get("TINYNORM_TEST_BACKENDS", "numpy,array_api_strict").split(",")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test with this backend current; restores the previous one after."""
+    with tn.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
