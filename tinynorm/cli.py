@@ -21,6 +21,7 @@ def _row(name: str, result: GradcheckResult) -> str:
 
 def check(backend_name: str, fast: bool, only: str | None) -> int:
     """Gradcheck every op and norm; return the number of failures."""
+    backend.namespace(backend_name)  # an unusable backend fails here, before the table header is printed
     print(f"tinynorm check on backend {backend_name!r} ({'fast' if fast else 'full'} mode, float64)")
     print(f"{'name':<32} {'max abs err':>12} {'max rel err':>12}  result", flush=True)
     failures = 0

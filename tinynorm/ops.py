@@ -166,10 +166,11 @@ class MatMul(Function):
         a2 = xp.reshape(a, (1,) + tuple(a.shape)) if a.ndim == 1 else a
         b2 = xp.reshape(b, tuple(b.shape) + (1,)) if b.ndim == 1 else b
         g2 = grad
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, axis=-2)
+        # Restore b's axis (the output's last) before a's (the one before it): () -> (1,) -> (1, 1).
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, axis=-1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, axis=-2)
         da = db = None
         if ctx.needs_input_grad[0]:
             da = sum_to(xp.matmul(g2, xp.matrix_transpose(b2)), a2.shape)
