@@ -192,3 +192,8 @@ def test_tensors_from_two_backends_in_one_op_are_refused():
     b = tn.tensor([1.0, 2.0], backend_name="array_api_strict")
     with pytest.raises(TypeError, match=r"one backend, got tensors on \['array_api_strict', 'numpy'\]"):
         a + b
+
+
+def test_to_an_unknown_target_names_backends_and_dtypes():
+    with pytest.raises(ValueError, match=r"to: expected a backend name .*'jax'"):
+        tn.randn(2).to("jax")

@@ -116,8 +116,10 @@ class Tensor:
             if target == self.backend:
                 return self
             return Tensor(backend.from_numpy(self.numpy(), target), requires_grad=self.requires_grad)
-        from . import ops
-
+        if isinstance(target, str) and getattr(self.xp, target, None) is None:
+            raise ValueError(
+                f"to: expected a backend name {backend.BACKENDS} or a dtype name such as 'float32', got {target!r}"
+            )
         return ops.cast(self, target)
 
     def double(self) -> Tensor:
