@@ -1,0 +1,338 @@
+r"""BatchNorm1d (Ioffe & Szegedy 2015), as ``torch.nn.BatchNorm1d``.
+
+Input ``(N, C)`` or ``(N, C, L)``. The statistics are per channel ``c``, over every
+other axis (the batch, and the length): ``M = N * L`` values per channel. LayerNorm's
+formula with the axes turned round: LayerNorm averages over the features of one
+sample, BatchNorm over the samples (and positions) of one feature.
+
+Training mode, batch statistics:
+
+    mean = mean over (N, L) of x               (per channel)
+    var  = mean over (N, L) of (x - mean)**2   (biased: divides by M, to normalize)
+    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    y    = xhat * weight + bias                (weight, bias broadcast along channels)
+
+and, with ``track_running_stats=True``, the running estimates move towards the batch's:
+
+    running_mean = (1 - momentum) * running_mean + momentum * mean
+    running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+
+(the *unbiased* batch variance, as PyTorch; ``momentum`` is the weight of the new
+batch, so Keras's ``momentum=0.99`` is PyTorch's ``0.01``; ``momentum=None`` gives
+the cumulative average, weight ``1 / num_batches_tracked``).
+
+Eval mode (with running statistics): the same ``y`` with ``running_mean`` and
+``running_var`` in place of ``mean`` and ``var``: constants, so ``y`` is an affine
+map of ``x``. With ``track_running_stats=False`` the batch statistics are used in
+both modes.
+
+Learnable parameters (``affine=True``):
+
+* ``weight``, shape ``(C,)``, init ones: rescales each normalized channel;
+* ``bias``, shape ``(C,)``, init zeros: shifts each channel.
+
+Buffers (``track_running_stats=True``): ``running_mean`` (``(C,)``, zeros),
+``running_var`` (``(C,)``, ones), ``num_batches_tracked`` (a count, 0).
+
+Backward (derivation: ``docs/norms/batchnorm1d.md``), with ``g = dy * weight`` and
+every mean and sum over ``(N, L)``, per channel:
+
+    training: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+    eval:     dx = rstd * g              (the statistics do not depend on x)
+    dweight = sum of dy * xhat
+    dbias   = sum of dy
+
+Saved for backward: ``x`` and the per-channel ``mean`` and ``rstd``; ``xhat`` is
+recomputed. Updating the running statistics reads ``x`` once more (PyTorch's kernel
+fuses it into the forward; here it is a separate function so each step reads alone).
+
+Numerics: float16 input is normalized in float32; the variance is two-pass
+(``_shared.mean_rstd``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd import Context, Function
+from ..nn.module import Parameter
+from ..ops import namespace_of, sum_to
+from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..tensor import Tensor, ones, tensor, zeros
+from ._shared import NormModule, check_eps, check_input, check_param, mean_rstd, widen
+
+__all__ = ["BatchNorm1d"]
+
+
+def batch_axes(ndim: int) -> tuple[int, ...]:
+    """Every axis but the channel axis 1: the batch and any length/spatial axes."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def channel_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``(C, 1, ...)``: a per-channel vector reshaped to broadcast against ``(N, C, *)``."""
+    return (x_shape[1],) + (1,) * (len(x_shape) - 2)
+
+
+def _affine(xp: Any, xhat: Any, weight: Any, bias: Any) -> Any:
+    shape = channel_shape(tuple(xhat.shape))
+    y = xhat * xp.reshape(weight, shape) if weight is not None else xhat
+    return y + xp.reshape(bias, shape) if bias is not None else y
+
+
+def _param_grads(xp: Any, dy: Any, xhat: Any, weight: Any, bias_dtype: Any) -> tuple[Any, Any]:
+    """``dweight = sum(dy * xhat)``, ``dbias = sum(dy)`` over every axis but the channels."""
+    shape = channel_shape(tuple(dy.shape))
+    num_channels = (dy.shape[1],)
+    dweight = dbias = None
+    if weight is not None:
+        dweight = xp.astype(xp.reshape(sum_to(dy * xhat, shape), num_channels), weight.dtype)
+    if bias_dtype is not None:
+        dbias = xp.astype(xp.reshape(sum_to(dy, shape), num_channels), bias_dtype)
+    return dweight, dbias
+
+
+class BatchNormFunction(Function):
+    """Training-mode BatchNorm (batch statistics) with its hand-derived backward."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, weight: Any, bias: Any, eps: float) -> Any:
+        xp = namespace_of(x)
+        axes = batch_axes(x.ndim)
+        xw = widen(x)
+        mean, rstd = mean_rstd(xw, axes, eps)  # shape (1, C, 1): one pair per channel
+        y = _affine(xp, (xw - mean) * rstd, weight, bias)
+        ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, mean, rstd)
+        return xp.astype(y, x.dtype)
+
+    @staticmethod
+    def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
+        x, weight, bias_dtype, mean, rstd = ctx.saved_tensors
+        xp = namespace_of(x)
+        axes = batch_axes(x.ndim)
+        dy = widen(dy)
+        xhat = (widen(x) - mean) * rstd  # recomputed: cheaper than storing it
+        g = dy * xp.reshape(weight, channel_shape(tuple(x.shape))) if weight is not None else dy
+        # LayerNorm's three terms (direct, through the mean, through rstd), averaged over the batch.
+        dx = rstd * (g - xp.mean(g, axis=axes, keepdims=True) - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
+        dweight, dbias = _param_grads(xp, dy, xhat, weight, bias_dtype)
+        return xp.astype(dx, x.dtype), dweight, dbias
+
+
+class BatchNormEvalFunction(Function):
+    """Eval-mode BatchNorm: the running statistics are constants, so the backward is affine."""
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, eps: float) -> Any:
+        xp = namespace_of(x)
+        shape = channel_shape(tuple(x.shape))
+        mean = xp.reshape(running_mean, shape)
+        rstd = 1 / xp.sqrt(xp.reshape(running_var, shape) + eps)
+        y = _affine(xp, (widen(x) - mean) * rstd, weight, bias)
+        ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, mean, rstd)
+        return xp.astype(y, x.dtype)
+
+    @staticmethod
+    def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any, None, None]:
+        x, weight, bias_dtype, mean, rstd = ctx.saved_tensors
+        xp = namespace_of(x)
+        dy = widen(dy)
+        xhat = (widen(x) - mean) * rstd
+        g = dy * xp.reshape(weight, channel_shape(tuple(x.shape))) if weight is not None else dy
+        dx = rstd * g  # no mean and no projection term: mean and rstd do not move with x
+        dweight, dbias = _param_grads(xp, dy, xhat, weight, bias_dtype)
+        return xp.astype(dx, x.dtype), dweight, dbias, None, None  # the running stats get no gradient
+
+
+def update_running_stats(x: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float) -> None:
+    """``running = (1 - momentum) * running + momentum * batch``, in place on the two buffers.
+
+    The batch variance here is the unbiased one (divides by ``M - 1``): the running
+    value estimates the population variance that eval mode will divide by, and
+    PyTorch does the same, although training normalizes with the biased one.
+    """
+    xp = x.xp
+    axes = batch_axes(x.ndim)
+    count = x.size // x.shape[1]
+    xw = widen(x.data)
+    mean = xp.mean(xw, axis=axes, keepdims=True)
+    centered = xw - mean
+    var_unbiased = xp.sum(centered * centered, axis=axes) / (count - 1)
+    mean = xp.reshape(mean, (x.shape[1],))
+    new_mean = (1 - momentum) * running_mean.data + momentum * mean
+    new_var = (1 - momentum) * running_var.data + momentum * var_unbiased
+    running_mean.data = xp.astype(new_mean, running_mean.dtype)
+    running_var.data = xp.astype(new_var, running_var.dtype)
+
+
+def batch_norm_reference(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_batch_stats: bool,
+    eps: float,
+) -> Tensor:
+    """The same forward composed from primitive ops; autograd derives its backward."""
+    axes, shape = batch_axes(x.ndim), channel_shape(x.shape)
+    if use_batch_stats:
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) * (x - mean)).mean(axis=axes, keepdims=True)
+    else:
+        mean, var = running_mean.reshape(shape), running_var.reshape(shape)
+    y = (x - mean) / (var + eps).sqrt()
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    impl: str = "explicit",
+) -> Tensor:
+    """Functional BatchNorm, ``torch.nn.functional.batch_norm``'s signature plus ``impl``.
+
+    ``x`` has shape ``(N, C, *)``. ``training=True`` normalizes with the batch statistics
+    and, when ``running_mean``/``running_var`` are given, updates them in place (their
+    ``.data`` is replaced). ``training=False`` normalizes with ``running_mean`` and
+    ``running_var``, which are then required.
+    """
+    check_input("batch_norm", x)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of shape (N, C, *) with at least 2 dimensions, got {x.shape}")
+    num_channels = (x.shape[1],)
+    check_param("weight", weight, num_channels)
+    check_param("bias", bias, num_channels)
+    check_param("running_mean", running_mean, num_channels)
+    check_param("running_var", running_var, num_channels)
+    eps = check_eps(eps)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var must be given together, or both be None")
+    if training and x.size // x.shape[1] < 2:
+        raise ValueError(
+            f"batch_norm: expected more than 1 value per channel when training, got input of shape {x.shape} "
+            "(one value per channel has variance 0: xhat would be 0 whatever x is)"
+        )
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: training=False normalizes with running_mean and running_var; got None")
+    if impl == "autograd":
+        y = batch_norm_reference(x, running_mean, running_var, weight, bias, training, eps)
+    elif training:
+        y = BatchNormFunction.apply(x, weight, bias, eps=eps)
+    else:
+        y = BatchNormEvalFunction.apply(x, weight, bias, running_mean, running_var, eps=eps)
+    if training and running_mean is not None:
+        update_running_stats(x, running_mean, running_var, momentum)
+    return y
+
+
+def _check_num_features(num_features: int) -> int:
+    if not isinstance(num_features, int) or num_features < 1:
+        raise ValueError(f"num_features: expected a positive int (the number of channels C), got {num_features!r}")
+    return num_features
+
+
+def _check_momentum(momentum: float | None) -> float | None:
+    if momentum is not None and not 0 <= momentum <= 1:
+        raise ValueError(f"momentum: expected a number in [0, 1] (the new batch's weight) or None, got {momentum}")
+    return momentum
+
+
+class BatchNorm1d(NormModule):
+    """``tn.nn.BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``.
+
+    Input ``(N, C)`` or ``(N, C, L)`` with ``C = num_features``. ``weight`` (ones) and
+    ``bias`` (zeros) have shape ``(C,)``; ``running_mean`` (zeros), ``running_var``
+    (ones) and ``num_batches_tracked`` are buffers. Training and eval behave as in
+    PyTorch; see the module docstring and ``docs/norms/batchnorm1d.md``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        impl: str = "explicit",
+    ) -> None:
+        super().__init__(impl)
+        self.num_features = _check_num_features(num_features)
+        self.eps = check_eps(eps)
+        self.momentum = _check_momentum(momentum)
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.weight = Parameter(ones(num_features)) if affine else None
+        self.bias = Parameter(zeros(num_features)) if affine else None
+        tracked = track_running_stats
+        self.register_buffer("running_mean", zeros(num_features) if tracked else None)
+        self.register_buffer("running_var", ones(num_features) if tracked else None)
+        self.register_buffer("num_batches_tracked", tensor(0, dtype="int64") if tracked else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input("BatchNorm1d", x)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"BatchNorm1d: expected 2D (N, C) or 3D (N, C, L) input, got {x.ndim}D of shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BatchNorm1d: expected {self.num_features} channels (input.shape[1]), got input of shape {x.shape}"
+            )
+        updating = self.training and self.track_running_stats
+        momentum = self.momentum
+        if updating:
+            batches = int(self.num_batches_tracked.item()) + 1
+            momentum = 1.0 / batches if self.momentum is None else self.momentum  # None: cumulative average
+        y = batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=self.training or not self.track_running_stats,
+            momentum=momentum,
+            eps=self.eps,
+            impl=self.impl,
+        )
+        if updating:  # counted only once the batch was accepted
+            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+register_norm(
+    NormSpec(
+        name="batchnorm1d",
+        title="BatchNorm1d",
+        summary="centre and scale each channel by its mean and (biased) standard deviation over the batch",
+        module=BatchNorm1d,
+        functional=batch_norm,
+        params=(
+            ParamSpec("weight", "(num_features,)", "ones", "rescales each normalized channel"),
+            ParamSpec("bias", "(num_features,)", "zeros", "shifts each channel after normalization"),
+        ),
+        doc="docs/norms/batchnorm1d.md",
+        cases={
+            "2d": Case({"num_features": 3}, (4, 3)),
+            "3d": Case({"num_features": 2}, (3, 2, 4)),
+            # A batch of one is defined only with a length > 1: the statistics need 2 values per channel.
+            "batch1": Case({"num_features": 2}, (1, 2, 4)),
+            "smallest": Case({"num_features": 1}, (2, 1)),
+        },
+    )
+)
