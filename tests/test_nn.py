@@ -258,3 +258,9 @@ def test_a_small_mlp_learns_xor_quadrants(backend):
         first = loss.item() if first is None else first
     assert first > 0.6
     assert loss.item() < 0.05  # reaches 0.017 in 150 steps
+
+
+def test_module_to_dtype_casts_only_floating_buffers():
+    norm = tn.nn.BatchNorm1d(3).to("float32")
+    assert norm.running_mean.dtype == np.float32
+    assert norm.num_batches_tracked.dtype == np.int64

@@ -138,4 +138,6 @@ def _converted(t: Tensor, target: str | Any) -> Any:
     if target in backend.BACKENDS:
         return backend.from_numpy(t.numpy(), target)
     xp = t.xp
+    if not backend.is_floating(t.dtype, xp):  # e.g. BatchNorm's integer batch count (PyTorch's rule too)
+        return t.data
     return xp.astype(t.data, backend.resolve_dtype(target, xp))
