@@ -1,4 +1,5 @@
-"""``python -m tinynorm``: ``check`` gradchecks every registered op and norm; ``list`` lists them."""
+"""``python -m tinynorm``: ``check`` gradchecks every registered op and norm; ``list`` lists them;
+``exercises`` writes the exercise notebooks."""
 
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ def list_registry() -> None:
         print(f"  {spec.name:<22} {spec.title}: {spec.summary}; {params}")
 
 
+def exercises(student_dir: str | None, solutions_dir: str | None) -> int:
+    from .exercises.notebooks import write_notebooks
+
+    if not (student_dir or solutions_dir):
+        print("error: exercises needs --student OUTDIR and/or --solutions OUTDIR", file=sys.stderr)
+        return 2
+    for outdir, with_solutions in ((student_dir, False), (solutions_dir, True)):
+        if outdir:
+            paths = write_notebooks(outdir, with_solutions)
+            print(f"wrote {len(paths)} {'solution' if with_solutions else 'student'} notebooks to {outdir}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinynorm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,10 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check.add_argument("--fast", action="store_true", help="one random projection instead of the whole Jacobian")
     p_check.add_argument("--only", help="check just this op or norm")
     sub.add_parser("list", help="list the registered ops and norms")
+    p_ex = sub.add_parser("exercises", help="write the exercise notebooks (see tinynorm/exercises/README.md)")
+    p_ex.add_argument("--student", metavar="OUTDIR", help="write the student notebooks, solutions replaced by stubs")
+    p_ex.add_argument("--solutions", metavar="OUTDIR", help="write the notebooks with the solutions")
     args = parser.parse_args(argv)
     if args.command == "list":
         list_registry()
         return 0
+    if args.command == "exercises":
+        return exercises(args.student, args.solutions)
     try:
         return 1 if check(args.backend, args.fast, args.only) else 0
     except backend.BackendUnavailableError as err:

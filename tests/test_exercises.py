@@ -1,0 +1,359 @@
+"""The classroom exercises: grading, the checker's diagnoses, and the generated notebooks.
+
+Grading (one marker per exercise, as MiniTorch's tasks): ``pytest -m ex_layernorm``
+grades what ``TINYNORM_STUDENT`` points to (a .py file, a notebook or a folder), or the
+model answers when it is unset, so that these tests pass in CI. Everything else here
+checks the checker: each common mistake, planted in a model answer, is named.
+"""
+
+from __future__ import annotations
+import __future__
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinynorm.cli import main
+from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, register, solutions, unregister
+from tinynorm.exercises.grading import answers, load_answers
+from tinynorm.exercises.notebooks import BEGIN, END, filename, write_notebooks
+from tinynorm.registry import NORMS
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENT_NOTEBOOKS = ROOT / "notebooks" / "exercises"
+
+
+# ---- grading: one marker per exercise -------------------------------------------------------
+@pytest.mark.parametrize("name", [pytest.param(n, marks=getattr(pytest.mark, e.marker)) for n, e in EXERCISES.items()])
+def test_grade(name):
+    """Grades TINYNORM_STUDENT's answer (the model answer by default); the message is the verdict."""
+    answer = answers().get(EXERCISES[name].function)
+    assert answer is not None, f"no function named {EXERCISES[name].function!r} in {os.environ.get('TINYNORM_STUDENT')}"
+    check(name, answer, strict=True, quiet=True)
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_every_model_answer_passes_its_check(name):
+    result = check(name, getattr(solutions, EXERCISES[name].function), quiet=True)
+    assert result, result.message
+    assert result.status == "passed" and "PASSED" in result.message
+
+
+def test_every_exercise_marker_is_registered_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    registered = {m.split(":")[0] for m in config["tool"]["pytest"]["ini_options"]["markers"]}
+    assert {e.marker for e in EXERCISES.values()} <= registered
+
+
+# ---- planting each common mistake in a model answer ------------------------------------------
+def plant(name: str, *edits: tuple[str, str]):
+    """The model answer of exercise ``name`` with each ``(old, new)`` edit applied once."""
+    exercise = EXERCISES[name]
+    sources = [inspect.getsource(getattr(solutions, o)) for o in exercise.objects + exercise.spec_objects]
+    for old, new in edits:
+        assert sum(s.count(old) for s in sources) == 1, f"{old!r} should occur once in the answer of {name}"
+        sources = [s.replace(old, new) for s in sources]
+    namespace = dict(vars(solutions))
+    for source in sources:
+        exec(compile(source, f"planted {name}", "exec", flags=__future__.annotations.compiler_flag), namespace)
+    return namespace[exercise.function]
+
+
+LN_MEAN = "np.mean(g, axis=-1, keepdims=True)"
+BN_AXES = ("axis=axes, keepdims=True)", "axis=-1, keepdims=True)")
+PLANTS = {
+    "mul_broadcast": [
+        ("unsummed_param_grad", [("db = unbroadcast(dy * a, b.shape)", "db = dy * a")]),
+        ("wrong_sign", [("db = unbroadcast(dy * a, b.shape)", "db = -unbroadcast(dy * a, b.shape)")]),
+        ("transposed", [("return da, db", "return da.T, db")]),
+        ("swapped_factors", [("da = unbroadcast(dy * b, a.shape)", "da = unbroadcast(dy * a, a.shape)")]),
+        ("reshaped", [("grad.sum(axis=axis, keepdims=True)", "grad.sum(axis=axis)")]),
+    ],
+    "rmsnorm": [
+        ("dropped_projection_term", [("rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", "rstd * g")]),
+        (
+            "eps_outside_sqrt",
+            [
+                (
+                    "np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)",
+                    "(np.sqrt(np.mean(x**2, axis=-1, keepdims=True)) + eps)",
+                )
+            ],
+        ),
+        ("unsummed_param_grad", [("np.sum(dy * xhat, axis=tuple(range(x.ndim - 1)))", "dy * xhat")]),
+        ("wrong_sign", [("(g - xhat", "(g + xhat")]),
+    ],
+    "rmsnorm_affine": [
+        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
+        ("unsummed_param_grad", [("dbias = np.sum(dy, axis=batch_axes)", "dbias = dy")]),
+        ("wrong_sign", [("return dx, dweight, dbias", "return -dx, dweight, dbias")]),
+    ],
+    "layernorm": [
+        ("dropped_mean_term", [(f"g - {LN_MEAN} - xhat", "g - xhat")]),
+        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
+        (
+            "n_minus_1",
+            [("np.mean((x - mean) ** 2, axis=-1, keepdims=True)", "np.var(x, axis=-1, ddof=1, keepdims=True)")],
+        ),
+        ("eps_outside_sqrt", [("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")]),
+        (
+            "unsummed_param_grad",
+            [("dweight = np.sum(dy * xhat, axis=batch_axes)", "dweight = np.sum(dy * xhat, axis=0)")],
+        ),
+        ("wrong_sign", [(f"(g - {LN_MEAN}", f"(g + {LN_MEAN}")]),
+        ("transposed", [("return dx, dweight, dbias", "return dx.T, dweight, dbias")]),
+    ],
+    "tanh_alpha": [
+        ("dropped_projection_term", [("rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))", "rstd * dn")]),
+        (
+            "eps_outside_sqrt",
+            [
+                (
+                    "np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)",
+                    "(np.sqrt(np.mean(x**2, axis=-1, keepdims=True)) + eps)",
+                )
+            ],
+        ),
+        ("unsummed_param_grad", [("dalpha = np.sum(n * t)", "dalpha = n * t")]),
+        ("wrong_sign", [("return dx, dalpha", "return dx, -dalpha")]),
+        ("forgot_alpha", [("dn = alpha * t", "dn = t")]),
+        ("tanh_derivative", [("(1 - np.tanh(alpha * n) ** 2)", "(1 - np.tanh(alpha * n))")]),
+    ],
+    "batchnorm": [
+        ("dropped_mean_term", [("g - np.mean(g, axis=axes, keepdims=True) - xhat", "g - xhat")]),
+        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=axes, keepdims=True))", ")")]),
+        (
+            "n_minus_1",
+            [("np.mean((x - mean) ** 2, axis=axes, keepdims=True)", "np.var(x, axis=axes, ddof=1, keepdims=True)")],
+        ),
+        ("eps_outside_sqrt", [("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")]),
+        ("unsummed_param_grad", [("dweight = np.sum(dy * xhat, axis=axes)", "dweight = dy * xhat")]),
+        ("wrong_sign", [("dbias = np.sum(dy, axis=axes)", "dbias = -np.sum(dy, axis=axes)")]),
+        ("transposed", [("return dx, dweight, dbias", "return dx.T, dweight, dbias")]),
+        (
+            "wrong_axis",  # LayerNorm's axis for the statistics; the parameters still summed right
+            [
+                ("mean = np.mean(x, " + BN_AXES[0], "mean = np.mean(x, " + BN_AXES[1]),
+                ("var = np.mean((x - mean) ** 2, " + BN_AXES[0], "var = np.mean((x - mean) ** 2, " + BN_AXES[1]),
+                ("(g - np.mean(g, " + BN_AXES[0], "(g - np.mean(g, " + BN_AXES[1]),
+                ("xhat * np.mean(g * xhat, " + BN_AXES[0], "xhat * np.mean(g * xhat, " + BN_AXES[1]),
+            ],
+        ),
+    ],
+}
+PLANTED = [(name, key, edits) for name, plants in PLANTS.items() for key, edits in plants]
+
+
+@pytest.mark.parametrize(("name", "key", "edits"), PLANTED, ids=[f"{n}-{k}" for n, k, _ in PLANTED])
+def test_planted_mistake_fails_and_is_named(name, key, edits):
+    result = check(name, plant(name, *edits), quiet=True)
+    assert result.status == "failed", result.message
+    assert key in result.mistakes, result.message
+    assert MISTAKES[key].name in " ".join(result.message.split())
+
+
+def test_every_common_mistake_is_planted_somewhere():
+    assert {key for _, key, _ in PLANTED} == set(MISTAKES)
+
+
+def test_the_planted_edits_leave_the_model_answers_intact():
+    """``plant`` with no edit rebuilds each model answer, and it passes."""
+    for name in PLANTS:
+        assert check(name, plant(name), quiet=True)
+
+
+def test_a_gradient_of_the_wrong_shape_is_reported_not_raised():
+    result = check("rmsnorm", plant("rmsnorm", ("return dx, dweight", "return dx, dweight[None, :]")), quiet=True)
+    assert result.status == "failed"
+    assert "wrong shape: yours is (1, 5), dweight must have the shape of weight, (5,)" in result.message
+    assert "reshaped" in result.mistakes
+    assert [v.name for v in result.wrong] == ["dweight"] and "right: dx" in result.message
+
+
+def test_the_verdict_names_the_worst_element_and_its_relative_error():
+    result = check(
+        "layernorm",
+        plant("layernorm", ("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")),
+        quiet=True,
+    )
+    (dx, *_) = result.wrong
+    assert dx.name == "dx"
+    assert "first in: eps = 0.5" in dx.case  # invisible at eps = 1e-5: only the large-eps case fails
+    assert "worst element dx[" in dx.problem and "relative error" in dx.problem
+
+
+# ---- stubs, errors, strict mode ----------------------------------------------------------------
+def _stub(*args):
+    raise NotImplementedError("exercise: your code here")
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_a_stub_reports_not_implemented_yet(name, capsys, monkeypatch):
+    monkeypatch.delenv("TINYNORM_STRICT", raising=False)
+    result = check(name, _stub)
+    assert result.status == "not implemented" and not result
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_strict_mode_raises_an_assertion_error_with_the_verdict(monkeypatch):
+    with pytest.raises(ExerciseFailedError, match="not implemented yet"):
+        check("layernorm", _stub, strict=True, quiet=True)
+    monkeypatch.setenv("TINYNORM_STRICT", "1")
+    with pytest.raises(AssertionError, match="wrong sign"):
+        check("mul_broadcast", plant("mul_broadcast", ("return da, db", "return -da, db")), quiet=True)
+    assert check("mul_broadcast", solutions.mul_backward, quiet=True)  # a pass never raises
+    monkeypatch.setenv("TINYNORM_STRICT", "0")
+    assert not check("layernorm", _stub, quiet=True)
+
+
+def test_an_exception_in_student_code_is_reported_with_its_line():
+    def rmsnorm_backward(dy, x, weight, eps):
+        rstd = 1 / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)
+        return dy @ rstd, weight  # a matmul where a product was meant
+
+    result = check("rmsnorm", rmsnorm_backward, quiet=True)
+    assert result.status == "error"
+    assert "ValueError" in result.message and "return dy @ rstd, weight" in result.message
+    assert "in case: 2-D input of shape (3, 5)" in result.message
+
+
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        (lambda dy, a, b: dy, "returned ndarray; expected a tuple (da, db)"),
+        (lambda dy, a, b: (dy,), "returned 1 values; expected a tuple (da, db)"),
+        (lambda dy, a, b: (dy * b, None), "db is None"),
+    ],
+)
+def test_a_malformed_return_value_is_explained(returned, expected):
+    result = check("mul_broadcast", returned, quiet=True)
+    assert not result and expected in result.message
+
+
+def test_the_student_cannot_spoil_the_inputs_by_editing_them_in_place():
+    def mul_backward(dy, a, b):
+        da, db = solutions.mul_backward(dy, a, b)
+        a *= 0
+        b *= 0
+        return da, db
+
+    assert check("mul_broadcast", mul_backward, quiet=True)
+    assert check("mul_broadcast", solutions.mul_backward, quiet=True)
+
+
+# ---- exercise 7: a norm of one's own ---------------------------------------------------------------
+def test_own_norm_wrong_sign_is_named_by_the_generic_gradcheck():
+    planted = plant("own_norm", ("return dx, dweight", "return -dx, dweight"))
+    result = check("own_norm", planted, quiet=True)
+    assert result.status == "failed" and "dx" in result.message and "wrong_sign" in result.mistakes
+
+
+def test_register_replaces_only_its_own_earlier_registration():
+    spec = solutions.my_norm_spec()
+    try:
+        register(spec)
+        register(solutions.my_norm_spec())  # the notebook cell, run again
+        assert NORMS[spec.name].title == spec.title
+    finally:
+        unregister(spec.name)
+    assert spec.name not in NORMS
+    with pytest.raises(ValueError, match="registered twice"):
+        register(NORMS["layernorm"])
+
+
+# ---- the notebooks --------------------------------------------------------------------------------
+def test_committed_student_notebooks_are_the_generated_ones(tmp_path):
+    """Regenerate with `python -m tinynorm exercises --student notebooks/exercises` if this fails."""
+    write_notebooks(tmp_path)
+    assert sorted(p.name for p in STUDENT_NOTEBOOKS.glob("*.ipynb")) == sorted(p.name for p in tmp_path.iterdir())
+    for path in tmp_path.iterdir():
+        assert (STUDENT_NOTEBOOKS / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def _solution_lines(exercise) -> set[str]:
+    """Lines that occur only inside the exercise's solution regions."""
+    inside, outside = set(), set()
+    for name in exercise.objects:
+        region = False
+        for line in inspect.getsource(getattr(solutions, name)).splitlines():
+            if line.strip() in (BEGIN, END):
+                region = line.strip() == BEGIN
+            elif line.strip():
+                (inside if region else outside).add(line.strip())
+    return inside - outside
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_student_notebooks_do_not_contain_the_solutions(name):
+    cells = json.loads((STUDENT_NOTEBOOKS / filename(EXERCISES[name])).read_text())["cells"]
+    code = {line.strip() for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()}
+    assert f"raise NotImplementedError('exercise {EXERCISES[name].number}: your code here')" in code
+    assert not code & _solution_lines(EXERCISES[name])
+    assert BEGIN not in json.dumps(cells)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", EXERCISES)
+def test_student_notebook_runs_top_to_bottom_with_its_stubs(name, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.delenv("TINYNORM_STRICT", raising=False)
+    nb = nbformat.read(STUDENT_NOTEBOOKS / filename(EXERCISES[name]), as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(ROOT)}}).execute()
+    (check_cell,) = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
+    printed = "".join(o.get("text", "") for o in check_cell.outputs)
+    assert f"[{name}] not implemented yet" in printed
+
+
+def test_solution_notebooks_pass_when_graded(tmp_path):
+    write_notebooks(tmp_path, with_solutions=True)
+    graded = load_answers(tmp_path)
+    for name, exercise in EXERCISES.items():
+        assert check(name, graded[exercise.function], strict=True, quiet=True)
+
+
+def test_cli_writes_student_and_solution_notebooks(tmp_path, capsys):
+    assert main(["exercises", "--student", str(tmp_path / "s"), "--solutions", str(tmp_path / "t")]) == 0
+    assert "wrote 7 student notebooks" in capsys.readouterr().out
+    student = (tmp_path / "s" / "04_layernorm.ipynb").read_text()
+    solved = (tmp_path / "t" / "04_layernorm.ipynb").read_text()
+    assert "your code here')" in student and "your code here')" not in solved
+    assert BEGIN not in solved
+    assert main(["exercises"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("folder", "code", "says"), [("student", 1, "not implemented yet"), ("solutions", 0, "1 passed")]
+)
+def test_grading_a_folder_of_notebooks_with_one_pytest_command(tmp_path, folder, code, says):
+    write_notebooks(tmp_path, with_solutions=folder == "solutions")
+    env = {k: v for k, v in os.environ.items() if k != "TINYNORM_STRICT"} | {"TINYNORM_STUDENT": str(tmp_path)}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(Path(__file__)),
+        "-m",
+        "ex_layernorm",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == code, run.stdout + run.stderr
+    assert says in run.stdout
+
+
+def test_own_norm_unsummed_parameter_gradient_is_explained_not_raised():
+    planted = plant("own_norm", ("sum_to(dy * xhat, tuple(weight.shape))", "dy * xhat"))
+    result = check("own_norm", planted, quiet=True)
+    assert result.status == "error"
+    assert "returned a gradient of shape (3, 5) for an input of shape (5,)" in result.message
+    assert MISTAKES["unsummed_param_grad"].name in result.message
