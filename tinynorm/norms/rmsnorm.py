@@ -15,7 +15,8 @@ Learnable parameters:
 * ``bias`` (only with ``bias=True``; PyTorch's RMSNorm has none), shape
   ``normalized_shape``, init zeros: the seed's learnable shift.
 
-Backward (derivation: ``docs/norms/rmsnorm.md``), with ``g = dy * weight``:
+Backward (derivation: ``docs/norms/rmsnorm.md``; with the bias, ``docs/norms/rmsnorm_bias.md``),
+with ``g = dy * weight``:
 
     dx      = rstd * (g - xhat * mean(g * xhat))
     dweight = sum over rows of dy * xhat
@@ -28,53 +29,146 @@ Saved for backward: ``x`` and the per-row ``rstd``; ``xhat`` is recomputed.
 
 Numerics: float16 input is normalized in float32; rows whose mean square overflows
 are recomputed from ``x / max|x|`` (``_shared.rms_rstd``).
+
+Speed (measured by ``python -m benchmarks``): the formulas below are the plain ones,
+applied to blocks of rows small enough to stay in a core's cache, on both cores, with
+results written into memory already allocated where the backend allows it
+(``_shared.for_each_row_block``, ``mul_``). On CuPy both passes are single fused CUDA
+kernels instead (``tinynorm/kernels/cupy_fused.py``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
-from ._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes, rms_rstd, widen
+from ._shared import (
+    NormModule,
+    add_,
+    as_rows,
+    as_shape,
+    as_vector,
+    check_eps,
+    check_input,
+    check_param,
+    feature_axes,
+    for_each_row_block,
+    fused_kernels,
+    mul_,
+    rms_rstd,
+    row_mean_of_product,
+    sub_,
+    sum_partials,
+    widen,
+)
 
 __all__ = ["RMSNorm"]
 
 
+# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
+def rms_norm_rows(x: Any, weight: Any, bias: Any, eps: float, out: Any = None) -> tuple[Any, Any]:
+    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``rstd`` ``(rows, 1)``.
+
+    ``out``, if given, is memory ``y`` may be written into (the caller's output block).
+    """
+    xp = namespace_of(x)
+    xw = widen(x)
+    rstd = rms_rstd(xw, (1,), eps)
+    y = mul_(xw, rstd, out=out)  # y = xw * rstd; mul_ and add_ write into out= where the backend allows
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return xp.astype(y, x.dtype, copy=False), rstd
+
+
+def rms_norm_backward_rows(
+    dy: Any, x: Any, weight: Any, rstd: Any, with_bias: bool, out: Any = None
+) -> tuple[Any, Any, Any]:
+    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dweight`` and ``dbias``.
+
+    ``out``, if given, is memory ``dx`` may be written into (the caller's output block).
+    """
+    xp = namespace_of(x)
+    dy = widen(dy)
+    xhat = widen(x) * rstd  # recomputed: cheaper than storing it
+    g = dy * weight if weight is not None else dy
+    # Parameter gradients: every row contributes; the caller adds up the blocks' shares.
+    dweight = xp.sum(dy * xhat, axis=0) if weight is not None else None
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    # Two terms: the direct path, and the path through rstd (which depends on every x):
+    #   dx = rstd * (g - xhat * mean(g * xhat)),  built in xhat's memory (not needed after).
+    dx = mul_(xhat, row_mean_of_product(xp, g, xhat, (1,)), out=xhat)  # xhat * mean(g * xhat)
+    dx = sub_(g, dx, out=dx)  # g - xhat * mean(g * xhat)
+    dx = mul_(dx, rstd, out=out)
+    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+
+
 class RMSNormFunction(Function):
-    """RMSNorm (optionally with a bias) with its hand-derived backward."""
+    """RMSNorm (optionally with a bias) with its hand-derived backward.
+
+    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of rows
+    small enough to stay in cache (``for_each_row_block``), or, on CuPy, the fused CUDA
+    kernels of ``tinynorm.kernels.cupy_fused``. Blocking changes no formula, only the order
+    in which rows are visited (and the order the parameter gradients are summed in).
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
         xp = namespace_of(x)
+        n = math.prod(normalized_shape)
+        x2, w, b = as_rows(x, n), as_vector(weight, n), as_vector(bias, n)
+        fused = fused_kernels(x2, w, b)
+        if fused is not None:
+            y2, rstd = fused.rms_norm_forward(x2, w, b, eps)
+        else:
+            y2 = xp.empty(x2.shape, dtype=x.dtype)
+            rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
+
+            def block(start: int, stop: int) -> None:
+                rows = slice(start, stop)
+                # When y landed in y2's own memory (out=), this assignment copies nothing.
+                y2[rows, ...], rstd[rows, ...] = rms_norm_rows(x2[rows, ...], w, b, eps, out=y2[rows, ...])
+
+            for_each_row_block(block, x2)
+        # Saved as the plain formulas have it: rstd keeps x's dimensions (size 1 on the axes).
         axes = feature_axes(x.ndim, normalized_shape)
-        xw = widen(x)
-        rstd = rms_rstd(xw, axes, eps)
-        y = xw * rstd
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
+        rstd = xp.reshape(rstd, x.shape[: axes[0]] + (1,) * len(axes))
         ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, rstd, axes)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
         x, weight, bias_dtype, rstd, axes = ctx.saved_tensors
         xp = namespace_of(x)
-        dy = widen(dy)
-        xhat = widen(x) * rstd  # recomputed: cheaper than storing it
-        g = dy * weight if weight is not None else dy
-        # Two terms: the direct path, and the path through rstd (which depends on every x).
-        dx = rstd * (g - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
-        # Parameter gradients: each row contributes, so sum over every leading axis.
         normalized_shape = tuple(x.shape[axes[0] :])
-        dweight = xp.astype(sum_to(dy * xhat, normalized_shape), weight.dtype) if weight is not None else None
-        dbias = xp.astype(sum_to(dy, normalized_shape), bias_dtype) if bias_dtype is not None else None
-        return xp.astype(dx, x.dtype), dweight, dbias
+        n = math.prod(normalized_shape)
+        x2, dy2, w, rstd = as_rows(x, n), as_rows(dy, n), as_vector(weight, n), as_rows(rstd, 1)
+        fused = fused_kernels(x2, w)  # either backward fits either forward: both save the same statistic
+        if fused is not None:
+            dx2, dweight, dbias = fused.rms_norm_backward(dy2, x2, w, rstd, bias_dtype is not None)
+        else:
+            dx2 = xp.empty(x2.shape, dtype=x2.dtype)
+
+            def block(start: int, stop: int) -> tuple[Any, Any]:
+                rows = slice(start, stop)
+                dx2[rows, ...], dweight, dbias = rms_norm_backward_rows(
+                    dy2[rows, ...], x2[rows, ...], w, rstd[rows, ...], bias_dtype is not None, out=dx2[rows, ...]
+                )
+                return dweight, dbias
+
+            partials = for_each_row_block(block, x2)
+            dweight = sum_partials([p[0] for p in partials], x2.shape[1], x2) if w is not None else None
+            dbias = sum_partials([p[1] for p in partials], x2.shape[1], x2) if bias_dtype is not None else None
+        dweight = None if dweight is None else xp.reshape(xp.astype(dweight, w.dtype), normalized_shape)
+        dbias = None if dbias is None else xp.reshape(xp.astype(dbias, bias_dtype), normalized_shape)
+        return xp.reshape(dx2, x.shape), dweight, dbias
 
 
 def rms_norm_reference(
