@@ -6,7 +6,8 @@ backend arrays (never on Tensors):
 * ``forward(ctx, *arrays, **kwargs)`` computes the output and stores in ``ctx`` what
   the backward will need (``ctx.save_for_backward(...)``);
 * ``backward(ctx, grad)`` receives dL/d(output) and returns dL/d(input) for each
-  positional input (``None`` where an input needs no gradient).
+  positional input (``None`` where an input needs no gradient). It must not modify
+  ``grad`` in place: the same array may be the caller's, or feed other nodes.
 
 ``MyFn.apply(*tensors, **kwargs)`` runs the forward and, when a gradient is wanted,
 links the output to its inputs. ``Tensor.backward()`` then visits that graph in
@@ -176,4 +177,6 @@ def as_backend_grad(root: Tensor, grad: Any) -> Any:
         grad = root.xp.asarray(backend.to_numpy(grad) if backend.backend_of_or_none(grad) else grad)
     if tuple(grad.shape) != root.shape:
         raise ValueError(f"backward: grad must have the output's shape {root.shape}, got {tuple(grad.shape)}")
-    return root.xp.astype(grad, root.data.dtype)
+    # No copy when the dtype already matches: a backward never writes into its upstream
+    # gradient (a rule every Function here keeps), so sharing the caller's array is safe.
+    return root.xp.astype(grad, root.data.dtype, copy=False)
