@@ -43,13 +43,14 @@ from .tensor import Tensor, ones, tensor, zeros
 float16, float32, float64 = "float16", "float32", "float64"
 
 
-def __getattr__(name: str):  # noqa: ANN202
+def __getattr__(name: str) -> object:
     # tn.exercises is imported on first use, so a plain `import tinynorm` stays light.
     if name == "exercises":
         import importlib
 
         return importlib.import_module(".exercises", __name__)
     raise AttributeError(f"module 'tinynorm' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
