@@ -4,13 +4,16 @@ not part of the graph."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
 from .nn.module import Parameter
 
 
-class Optimizer:
+class Optimizer(ABC):
+    """Holds the parameters to update; subclasses define ``step``."""
+
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
@@ -23,8 +26,9 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    @abstractmethod
     def step(self) -> None:
-        raise NotImplementedError
+        """Update every parameter that has a gradient."""
 
 
 class SGD(Optimizer):
