@@ -11,6 +11,7 @@ few tricks that make the explicit backwards fast without hiding their formulas:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import operator
 import os
@@ -101,6 +102,24 @@ def widen(x: Any) -> Any:
     return xp.astype(x, backend.compute_dtype(x.dtype, xp), copy=False)
 
 
+def in_compute_dtype(param: Any, x: Any) -> Any:
+    """A parameter in the dtype ``x`` is computed in (``None`` stays ``None``).
+
+    A float64 parameter, even a 0-d one, turns the float32 rows it multiplies into float64
+    rows (NumPy's promotion rules): twice the memory traffic, for a result cast back anyway.
+    """
+    if param is None:
+        return None
+    xp = backend.namespace(backend.backend_of(param))
+    return xp.astype(param, backend.compute_dtype(x.dtype, xp), copy=False)
+
+
+def _overflow_is_handled(xp: Any) -> Any:
+    """Huge rows overflow the first pass of the statistics; the callers detect that and redo
+    those rows, so NumPy's RuntimeWarning would only alarm the reader. (Other backends do not warn.)"""
+    return np.errstate(over="ignore") if xp is np else contextlib.nullcontext()
+
+
 def _all_finite(xp: Any, stat: Any) -> bool:
     return bool(xp.all(xp.isfinite(stat)))
 
@@ -143,14 +162,15 @@ def rms_rstd(x: Any, axes: tuple[int, ...], eps: float) -> Any:
     needs nothing: a row so small that ``x**2`` underflows is dominated by ``eps``.
     """
     xp = backend.namespace(backend.backend_of(x))
-    ms = row_mean_of_product(xp, x, x, axes)
+    with _overflow_is_handled(xp):
+        ms = row_mean_of_product(xp, x, x, axes)
     rstd = 1 / xp.sqrt(ms + eps)
     if _all_finite(xp, ms):
         return rstd
     bad = ~xp.isfinite(ms)
     scale = _row_scale(xp, x, axes, bad)
     xs = x / scale
-    rstd_scaled = (1 / scale) / xp.sqrt(row_mean_of_product(xp, xs, xs, axes) + eps / (scale * scale))
+    rstd_scaled = (1 / scale) / xp.sqrt(row_mean_of_product(xp, xs, xs, axes) + eps / scale / scale)
     return xp.where(bad, rstd_scaled, rstd)
 
 
@@ -180,14 +200,15 @@ def centered_mean_rstd(x: Any, axes: tuple[int, ...], eps: float, correction: in
         var = row_mean_of_product(xp, centered, centered, axes)
         return mean, var if correction == 0 else var * n / (n - correction), centered
 
-    mean, var, centered = stats(x)
+    with _overflow_is_handled(xp):
+        mean, var, centered = stats(x)
     rstd = 1 / xp.sqrt(var + eps)
     if _all_finite(xp, var):
         return mean, rstd, centered
     bad = ~xp.isfinite(var)
     scale = _row_scale(xp, x, axes, bad)
     mean_scaled, var_scaled, _ = stats(x / scale)
-    rstd_scaled = (1 / scale) / xp.sqrt(var_scaled + eps / (scale * scale))
+    rstd_scaled = (1 / scale) / xp.sqrt(var_scaled + eps / scale / scale)
     mean = xp.where(bad, mean_scaled * scale, mean)
     return mean, xp.where(bad, rstd_scaled, rstd), x - mean
 
