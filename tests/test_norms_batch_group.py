@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynorm as tn
+from tinynorm.norms import _shared
 from tinynorm.norms.batchnorm import BatchNormEvalFunction, BatchNormFunction
 from tinynorm.norms.groupnorm import GroupNormFunction
 from tinynorm.registry import NORMS
@@ -225,6 +226,37 @@ def test_groupnorm_dx_sums_to_zero_per_group(n, groups, per_group, length, seed)
     sums = x.grad.reshape(n, groups, -1).sum(axis=-1)
     spread = x.numpy().reshape(n, groups, -1).std(axis=-1).min()
     np.testing.assert_allclose(sums, 0.0, atol=1e-12 * c * length * np.abs(dy).max() * 3 / spread)
+
+
+# ---- blocks of samples (GroupNorm) and of channels (BatchNorm) ------------------------------------
+def _step_in_blocks(name, shape, block_bytes, threads, monkeypatch, dtype="float64"):
+    """y, every gradient and (BatchNorm) the running statistics, with blocks of ``block_bytes``."""
+    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(_shared, "THREADS", threads)
+    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
+    module, _ = NORMS[name].build("3d", dtype=dtype)
+    x = tn.tensor(3 + _rand(0, *shape), dtype=dtype, requires_grad=True)
+    y = module(x)
+    y.backward(tn.tensor(_rand(1, *shape), dtype=dtype))
+    grads = [tn.backend.to_numpy(x.grad)] + [tn.backend.to_numpy(p.grad) for p in module.parameters()]
+    buffers = [getattr(module, b).numpy() for b in ("running_mean", "running_var") if hasattr(module, b)]
+    return [y.numpy()] + grads + buffers
+
+
+@pytest.mark.parametrize(("name", "shape"), [("batchnorm1d", (5, 2, 7)), ("groupnorm", (5, 4, 7))])
+def test_blocked_equals_unblocked_to_1e12(name, shape, backend, monkeypatch):
+    whole = _step_in_blocks(name, shape, 2**62, 1, monkeypatch)
+    one_per_block = _step_in_blocks(name, shape, 1, 2, monkeypatch)  # one channel / one sample per block
+    for a, b in zip(whole, one_per_block):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "shape"), [("batchnorm1d", (5, 2, 7)), ("groupnorm", (5, 4, 7))])
+def test_blocked_float16_is_normalized_in_float32(name, shape, monkeypatch):
+    y16 = _step_in_blocks(name, shape, 1, 2, monkeypatch, dtype="float16")[0]
+    y64 = _step_in_blocks(name, shape, 1, 2, monkeypatch)[0]
+    assert y16.dtype == np.float16
+    np.testing.assert_allclose(y16, y64, atol=3e-3 * np.abs(y64).max())
 
 
 # ---- bad input ------------------------------------------------------------------------------------------

@@ -43,24 +43,45 @@ every mean and sum over ``(N, L)``, per channel:
     dweight = sum of dy * xhat
     dbias   = sum of dy
 
-Saved for backward: ``x`` and the per-channel ``mean`` and ``rstd``; ``xhat`` is
-recomputed. Updating the running statistics reads ``x`` once more (PyTorch's kernel
-fuses it into the forward; here it is a separate function so each step reads alone).
+Training mode is InstanceNorm of the transpose: the ``M`` values of channel ``c`` are
+the ``c``-th channel of one sample of shape ``(1, C, N * L)``, so both passes are
+GroupNorm's formulas with ``G = C`` (``groupnorm.group_norm_rows`` and
+``group_norm_backward_rows``, whose ``dx`` is LayerNorm's), run on blocks of channels
+copied into rows (``channel_rows``): a transpose the size of a cache, not of ``x``.
 
-Numerics: float16 input is normalized in float32; the variance is two-pass
-(``_shared.mean_rstd``).
+Saved for backward: ``x`` and the per-channel ``mean`` and ``rstd``; ``xhat`` is
+recomputed. Updating the running statistics reads ``x`` once more, block by block
+(PyTorch's kernel fuses it into the forward; here it is a separate function so each
+step reads alone).
+
+Numerics: float16 input is normalized in float32; the variance is two-pass and
+channels whose statistics overflow are rescued (``_shared.centered_mean_rstd``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
 from ..ops import namespace_of, sum_to
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, tensor, zeros
-from ._shared import NormModule, check_eps, check_input, check_param, mean_rstd, widen
+from ._shared import (
+    NormModule,
+    as_rows,
+    check_eps,
+    check_input,
+    check_param,
+    for_each_row_block,
+    row_mean,
+    row_mean_of_product,
+    widen,
+)
+from .groupnorm import as_channels, group_norm_backward_rows, group_norm_rows
 
 __all__ = ["BatchNorm1d"]
 
@@ -93,33 +114,100 @@ def _param_grads(xp: Any, dy: Any, xhat: Any, weight: Any, bias_dtype: Any) -> t
     return dweight, dbias
 
 
+# ---- training mode: InstanceNorm of the transpose ----------------------------------------------
+# The C channels of (N, C, L), each taken as one row of its N * L values, are the channels of
+# one sample of shape (1, C, N * L): BatchNorm of x is InstanceNorm (GroupNorm with G = C) of that
+# transpose, so the training-mode formulas are GroupNorm's, run on blocks of channels. A block is
+# copied into rows (a transpose, the size of a cache), and its result copied back.
+def channel_rows(x3: Any, start: int, stop: int) -> Any:
+    """Channels ``start:stop`` of ``(N, C, L)`` as one sample ``(1, stop - start, N * L)`` (a copy)."""
+    xp = namespace_of(x3)
+    rows = xp.reshape(xp.permute_dims(x3[:, start:stop, :], (1, 0, 2)), (stop - start, -1))
+    return xp.expand_dims(rows, axis=0)
+
+
+def put_channel_rows(x3: Any, start: int, stop: int, rows: Any) -> None:
+    """The inverse of ``channel_rows``: write ``(1, stop - start, N * L)`` back into channels ``start:stop``."""
+    xp = namespace_of(x3)
+    x3[:, start:stop, :] = xp.permute_dims(xp.reshape(rows, (stop - start, x3.shape[0], x3.shape[2])), (1, 0, 2))
+
+
+def for_each_channel_block(work: Callable[[int, int], Any], x3: Any) -> list[Any]:
+    """``for_each_row_block`` over the channels of ``(N, C, L)``, the rows of its ``(C, N * L)`` transpose."""
+    xp = namespace_of(x3)
+    samples, channels, length = x3.shape
+    # for_each_row_block reads only its array's shape, dtype and backend: a broadcast view holds no memory.
+    transposed = xp.broadcast_to(xp.zeros((channels, 1), dtype=x3.dtype), (channels, samples * length))
+    return for_each_row_block(work, transposed)
+
+
+def as_channel_first(x: Any) -> Any:
+    """``(N, C, *)`` as ``(N, C, L)`` with ``L = prod(*)`` (1 for ``(N, C)``): a view."""
+    return namespace_of(x).reshape(x, (x.shape[0], x.shape[1], math.prod(x.shape[2:])))
+
+
 class BatchNormFunction(Function):
-    """Training-mode BatchNorm (batch statistics) with its hand-derived backward."""
+    """Training-mode BatchNorm (batch statistics) with its hand-derived backward: GroupNorm's
+    formulas (``group_norm_rows``, ``group_norm_backward_rows``) on blocks of channels."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, eps: float) -> Any:
         xp = namespace_of(x)
-        axes = batch_axes(x.ndim)
-        xw = widen(x)
-        mean, rstd = mean_rstd(xw, axes, eps)  # shape (1, C, 1): one pair per channel
-        y = _affine(xp, (xw - mean) * rstd, weight, bias)
+        channels = x.shape[1]
+        x3 = as_channel_first(x)
+        w, b = as_channels(weight), as_channels(bias)
+        y3 = xp.empty(x3.shape, dtype=x.dtype)
+        mean = xp.empty((channels, 1), dtype=compute_dtype(x.dtype, xp))
+        rstd = xp.empty((channels, 1), dtype=compute_dtype(x.dtype, xp))
+
+        def block(start: int, stop: int) -> None:
+            these = slice(start, stop)
+            w_block = None if w is None else w[these, ...]
+            b_block = None if b is None else b[these, ...]
+            y_rows, mean[these, ...], rstd[these, ...] = group_norm_rows(
+                channel_rows(x3, start, stop), w_block, b_block, stop - start, eps
+            )
+            put_channel_rows(y3, start, stop, y_rows)
+
+        for_each_channel_block(block, x3)
+        # Saved as the plain formulas have them: one pair per channel, shape (1, C, 1, ...).
+        stat_shape = (1,) + channel_shape(tuple(x.shape))
+        mean, rstd = xp.reshape(mean, stat_shape), xp.reshape(rstd, stat_shape)
         ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, mean, rstd)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y3, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
         x, weight, bias_dtype, mean, rstd = ctx.saved_tensors
         xp = namespace_of(x)
-        axes = batch_axes(x.ndim)
-        dy = widen(dy)
-        xhat = (widen(x) - mean) * rstd  # recomputed: cheaper than storing it
-        g = dy * xp.reshape(weight, channel_shape(tuple(x.shape))) if weight is not None else dy
-        # LayerNorm's three terms (direct, through the mean, through rstd), averaged over the batch.
-        dx = rstd * (g - xp.mean(g, axis=axes, keepdims=True) - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
-        dweight, dbias = _param_grads(xp, dy, xhat, weight, bias_dtype)
-        return xp.astype(dx, x.dtype), dweight, dbias
+        x3, dy3, w = as_channel_first(x), as_channel_first(dy), as_channels(weight)
+        mean, rstd = as_rows(mean, 1), as_rows(rstd, 1)
+        dx3 = xp.empty(x3.shape, dtype=x.dtype)
+
+        def block(start: int, stop: int) -> tuple[Any, Any]:
+            these = slice(start, stop)
+            dx_rows, dweight, dbias = group_norm_backward_rows(
+                channel_rows(dy3, start, stop),
+                channel_rows(x3, start, stop),
+                None if w is None else w[these, ...],
+                mean[these, ...],
+                rstd[these, ...],
+                stop - start,
+                bias_dtype is not None,
+            )
+            put_channel_rows(dx3, start, stop, dx_rows)
+            return dweight, dbias
+
+        partials = for_each_channel_block(block, x3)  # each block's gradients are its own channels'
+        dweight = dbias = None
+        if weight is not None:
+            dweight = xp.astype(xp.concat([q[0] for q in partials]), weight.dtype)
+        if bias_dtype is not None:
+            dbias = xp.astype(xp.concat([q[1] for q in partials]), bias_dtype)
+        return xp.reshape(dx3, x.shape), dweight, dbias
 
 
+# ---- eval mode ----------------------------------------------------------------------------------
 class BatchNormEvalFunction(Function):
     """Eval-mode BatchNorm: the running statistics are constants, so the backward is affine."""
 
@@ -153,13 +241,19 @@ def update_running_stats(x: Tensor, running_mean: Tensor, running_var: Tensor, m
     PyTorch does the same, although training normalizes with the biased one.
     """
     xp = x.xp
-    axes = batch_axes(x.ndim)
+    x3 = as_channel_first(x.data)
     count = x.size // x.shape[1]
-    xw = widen(x.data)
-    mean = xp.mean(xw, axis=axes, keepdims=True)
-    centered = xw - mean
-    var_unbiased = xp.sum(centered * centered, axis=axes) / (count - 1)
-    mean = xp.reshape(mean, (x.shape[1],))
+    mean = xp.empty((x.shape[1], 1), dtype=compute_dtype(x.dtype, xp))
+    var_unbiased = xp.empty((x.shape[1], 1), dtype=compute_dtype(x.dtype, xp))
+
+    def block(start: int, stop: int) -> None:
+        rows = widen(channel_rows(x3, start, stop)[0, ...])  # (channels, N * L)
+        mean[start:stop, ...] = row_mean(xp, rows, (1,))
+        centered = rows - mean[start:stop, ...]
+        var_unbiased[start:stop, ...] = row_mean_of_product(xp, centered, centered, (1,)) * (count / (count - 1))
+
+    for_each_channel_block(block, x3)
+    mean, var_unbiased = xp.reshape(mean, (x.shape[1],)), xp.reshape(var_unbiased, (x.shape[1],))
     new_mean = (1 - momentum) * running_mean.data + momentum * mean
     new_var = (1 - momentum) * running_var.data + momentum * var_unbiased
     running_mean.data = xp.astype(new_mean, running_mean.dtype)

@@ -57,8 +57,13 @@ Saved for backward: ``x``, the per-row ``mean`` and ``rstd``, and the value of `
 (``eps`` is inside ``rstd``); ``xhat`` and ``yhat`` are recomputed.
 
 Numerics: float16 input is normalized in float32; the variance is two-pass; rows
-whose statistics overflow are recomputed from ``x / max|x|`` (``_shared.mean_rstd``);
+whose statistics overflow are recomputed from ``x / max|x|`` (``_shared.centered_mean_rstd``);
 softplus and sigmoid are evaluated in forms that never overflow.
+
+Speed: as LayerNorm's, the formulas below run on blocks of rows small enough to stay in
+cache, on both cores, writing into memory already allocated where the backend allows it
+(``_shared.for_each_row_block``, ``mul_``); ``p`` and ``eps`` enter as Python floats, so
+they never promote float32 input to float64.
 """
 
 from __future__ import annotations
@@ -69,11 +74,30 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, tensor, zeros
-from ._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes, mean_rstd, widen
+from ._shared import (
+    NormModule,
+    add_,
+    as_rows,
+    as_shape,
+    as_vector,
+    centered_mean_rstd,
+    check_eps,
+    check_input,
+    check_param,
+    feature_axes,
+    for_each_row_block,
+    mul_,
+    row_mean,
+    row_mean_of_product,
+    sub_,
+    sum_partials,
+    widen,
+)
 
 __all__ = ["DynamicRangeNorm"]
 
@@ -98,11 +122,62 @@ def eps_raw_for(eps: float, eps_min: float = EPS_MIN) -> float:
     return math.log(math.expm1(eps - eps_min))
 
 
+# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
+def dynamic_range_norm_rows(
+    x: Any, weight: Any, bias: Any, p: float, eps: float, correction: int, out: Any = None
+) -> tuple[Any, Any, Any]:
+    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``mean`` and ``rstd``.
+
+    LayerNorm's forward (``layer_norm_rows``) with the gain ``rstd**p`` in place of ``rstd``.
+    ``out``, if given, is memory ``y`` may be written into (the caller's output block).
+    """
+    xp = namespace_of(x)
+    mean, rstd, centered = centered_mean_rstd(widen(x), (1,), eps, correction)  # centered: a new array
+    y = mul_(centered, rstd**p, out=out)  # (x - mean) * gain
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return xp.astype(y, x.dtype, copy=False), mean, rstd
+
+
+def dynamic_range_norm_backward_rows(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, p: float, divisor: int, with_bias: bool, out: Any = None
+) -> tuple[Any, Any, Any, Any]:
+    """Backward on rows ``(rows, N)``: ``dx``, these rows' shares of ``dweight`` and ``dbias``,
+    and the per-row ``proj = sum(g * xhat)``, from which the caller builds ``dp`` and ``deps``.
+
+    ``divisor`` is the variance's ``D``; ``out``, if given, is memory ``dx`` may be written into.
+    """
+    xp = namespace_of(x)
+    dy = widen(dy)
+    gain = rstd**p
+    xhat = widen(x) - mean  # recomputed: cheaper than storing it
+    xhat = mul_(xhat, rstd, out=xhat)  # LayerNorm's normalized input, O(1) even for huge rows
+    g = dy * weight if weight is not None else dy
+    dweight = None
+    if weight is not None:
+        dy_xhat = dy * xhat
+        dweight = xp.sum(mul_(dy_xhat, gain / rstd, out=dy_xhat), axis=0)  # dy * yhat, yhat = xhat * gain / rstd
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    proj = row_mean_of_product(xp, g, xhat, (1,)) * x.shape[1]  # sum(g * xhat)
+    # The direct path and the path through the mean give gain * (g - mean(g)); the path through
+    # the variance is weighted by p and uses the variance's divisor D:
+    #   dx = gain * (g - mean(g) - (p / D) * xhat * proj),  built in xhat's memory (not needed after).
+    dx = mul_(xhat, (p / divisor) * proj, out=xhat)
+    dx = add_(dx, row_mean(xp, g, (1,)), out=dx)
+    dx = sub_(g, dx, out=dx)
+    dx = mul_(dx, gain, out=out)
+    return xp.astype(dx, x.dtype, copy=False), dweight, dbias, proj
+
+
 class DynamicRangeNormFunction(Function):
     """DynamicRangeNorm with its hand-derived backward.
 
     Inputs ``p`` and ``eps_raw`` are 0-d arrays when learnable, ``None`` when fixed (their
-    values then come as the keyword arguments ``fixed_p`` and ``fixed_eps``).
+    values then come as the keyword arguments ``fixed_p`` and ``fixed_eps``). Both passes
+    see the input as ``(rows, N)`` and run the formulas above on blocks of rows, as
+    LayerNorm does (``for_each_row_block``).
     """
 
     @staticmethod
@@ -120,51 +195,68 @@ class DynamicRangeNormFunction(Function):
         correction: int,
     ) -> Any:
         xp = namespace_of(x)
-        axes = feature_axes(x.ndim, normalized_shape)
         # The two scalars as Python floats: they then take the dtype of x in arithmetic.
         p_value = fixed_p if p is None else float(p)
         eps = fixed_eps if eps_raw is None else eps_min + float(softplus(xp, eps_raw))
-        xw = widen(x)
-        mean, rstd = mean_rstd(xw, axes, eps, correction=correction)
-        gain = rstd**p_value
-        y = (xw - mean) * gain
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
+        n = math.prod(normalized_shape)
+        x2, w, b = as_rows(x, n), as_vector(weight, n), as_vector(bias, n)
+        y2 = xp.empty(x2.shape, dtype=x.dtype)
+        mean = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
+        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
+
+        def block(start: int, stop: int) -> None:
+            rows = slice(start, stop)
+            y2[rows, ...], mean[rows, ...], rstd[rows, ...] = dynamic_range_norm_rows(
+                x2[rows, ...], w, b, p_value, eps, correction, out=y2[rows, ...]
+            )
+
+        for_each_row_block(block, x2)
         params = (weight, None if bias is None else bias.dtype, p, eps_raw)
-        ctx.save_for_backward(x, params, mean, rstd, p_value, axes, correction)
-        return xp.astype(y, x.dtype)
+        ctx.save_for_backward(x, params, mean, rstd, p_value, normalized_shape, correction)
+        return xp.reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any, Any, Any]:
-        x, (weight, bias_dtype, p, eps_raw), mean, rstd, p_value, axes, correction = ctx.saved_tensors
+        x, (weight, bias_dtype, p, eps_raw), mean, rstd, p_value, normalized_shape, correction = ctx.saved_tensors
         xp = namespace_of(x)
-        dy = widen(dy)
-        centered = widen(x) - mean
-        xhat = centered * rstd  # LayerNorm's normalized input, O(1) even for huge rows
+        n = math.prod(normalized_shape)
+        x2, dy2, w = as_rows(x, n), as_rows(dy, n), as_vector(weight, n)
+        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
+        proj = xp.empty(mean.shape, dtype=mean.dtype)
+
+        def block(start: int, stop: int) -> tuple[Any, Any]:
+            rows = slice(start, stop)
+            dx2[rows, ...], dweight, dbias, proj[rows, ...] = dynamic_range_norm_backward_rows(
+                dy2[rows, ...],
+                x2[rows, ...],
+                w,
+                mean[rows, ...],
+                rstd[rows, ...],
+                p_value,
+                n - correction,  # D: N, or N - 1 when unbiased
+                bias_dtype is not None,
+                out=dx2[rows, ...],
+            )
+            return dweight, dbias
+
+        partials = for_each_row_block(block, x2)
+        dweight = dbias = dp = deps_raw = None
+        if weight is not None:
+            dweight = sum_partials([q[0] for q in partials], n, x2)
+            dweight = xp.reshape(xp.astype(dweight, weight.dtype), normalized_shape)
+        if bias_dtype is not None:
+            dbias = xp.reshape(xp.astype(sum_partials([q[1] for q in partials], n, x2), bias_dtype), normalized_shape)
         gain = rstd**p_value
-        yhat = centered * gain  # the output before weight and bias
-        g = dy * weight if weight is not None else dy
-        normalized_shape = tuple(x.shape[axes[0] :])
-        divisor = math.prod(normalized_shape) - correction  # D: N, or N - 1 when unbiased
-        proj = xp.sum(g * xhat, axis=axes, keepdims=True)
-        # The direct path and the path through the mean give gain * (g - mean(g)); the path
-        # through the variance is weighted by p and uses the variance's divisor D.
-        dx = gain * (g - xp.mean(g, axis=axes, keepdims=True) - (p_value / divisor) * xhat * proj)
-        dweight = xp.astype(sum_to(dy * yhat, normalized_shape), weight.dtype) if weight is not None else None
-        dbias = xp.astype(sum_to(dy, normalized_shape), bias_dtype) if bias_dtype is not None else None
-        dp = None
         if p is not None:
             # d gain / d p = gain * log(rstd); every row contributes to the one scalar.
-            dp = xp.astype(xp.sum(xp.log(rstd) * xp.sum(g * yhat, axis=axes, keepdims=True)), p.dtype)
-        deps_raw = None
+            # sum(g * yhat) = proj * gain / rstd, as yhat = xhat * gain / rstd.
+            dp = xp.astype(xp.sum(xp.log(rstd) * (proj * gain / rstd)), p.dtype)
         if eps_raw is not None:
             # d gain / d eps = -(p/2) * gain / (var + eps) = -(p/2) * gain * rstd**2, and
             # sum(g * centered) * rstd**2 = proj * rstd.
             deps = xp.sum(-(p_value / 2) * gain * rstd * proj)
             deps_raw = xp.astype(sigmoid(xp, eps_raw) * deps, eps_raw.dtype)
-        return xp.astype(dx, x.dtype), dweight, dbias, dp, deps_raw
+        return xp.reshape(dx2, x.shape), dweight, dbias, dp, deps_raw
 
 
 def dynamic_range_norm_reference(

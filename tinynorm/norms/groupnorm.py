@@ -35,19 +35,41 @@ Saved for backward: ``x`` and the per-group ``mean`` and ``rstd`` (``(N, G, 1)``
 ``xhat`` is recomputed.
 
 Numerics: float16 input is normalized in float32; the variance is two-pass and
-groups whose statistics overflow are rescued (``_shared.mean_rstd``).
+groups whose statistics overflow are rescued (``_shared.centered_mean_rstd``).
+
+Speed: the formulas below run on blocks of whole samples small enough to stay in cache,
+on both cores, writing into memory already allocated where the backend allows it, as
+LayerNorm's do (``_shared.for_each_row_block``, ``mul_``); ``dx`` is computed by
+LayerNorm's own ``layer_norm_backward_rows`` on the group view.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
-from ._shared import NormModule, check_eps, check_input, check_param, mean_rstd, widen
+from ._shared import (
+    NormModule,
+    add_,
+    as_rows,
+    centered_mean_rstd,
+    check_eps,
+    check_input,
+    check_param,
+    for_each_row_block,
+    mul_,
+    row_mean,
+    row_mean_of_product,
+    sum_partials,
+    widen,
+)
+from .layernorm import layer_norm_backward_rows
 
 __all__ = ["GroupNorm", "InstanceNorm1d"]
 
@@ -57,42 +79,115 @@ def channel_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
     return (x_shape[1],) + (1,) * (len(x_shape) - 2)
 
 
+# ---- the formulas, on a block of samples ``(n, C, L)`` ------------------------------------
+# Each sample is its G groups of M = (C / G) * L values: on the (n * G, M) view the statistics
+# are LayerNorm's per row; on the (n, C, L) view weight and bias, shape (C, 1), act per channel.
+def group_norm_rows(
+    x: Any, weight: Any, bias: Any, num_groups: int, eps: float, out: Any = None
+) -> tuple[Any, Any, Any]:
+    """Forward on samples ``x`` of shape ``(n, C, L)``: ``y`` and the per-group ``mean`` and
+    ``rstd``, shape ``(n * G, 1)``. ``out``, if given, is memory ``y`` may be written into."""
+    xp = namespace_of(x)
+    groups = (x.shape[0] * num_groups, -1)
+    mean, rstd, centered = centered_mean_rstd(widen(xp.reshape(x, groups)), (1,), eps)  # LayerNorm's, per group
+    xhat = xp.reshape(mul_(centered, rstd, out=centered), x.shape)  # in centered's memory (a new array)
+    y = mul_(xhat, weight, out=out) if weight is not None else xhat
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return xp.astype(y, x.dtype, copy=False), mean, rstd
+
+
+def group_norm_backward_rows(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, num_groups: int, with_bias: bool, out: Any = None
+) -> tuple[Any, Any, Any]:
+    """Backward on samples ``(n, C, L)``: ``dx`` and these samples' shares of ``dweight`` and ``dbias``.
+
+    ``dx`` is LayerNorm's, on the ``(n * G, M)`` view, with ``g = dy * weight`` (formed per
+    channel, in the ``(n, C, L)`` shape) as its upstream gradient and no weight of its own.
+    """
+    xp = namespace_of(x)
+    groups = (x.shape[0] * num_groups, -1)
+    dy = widen(dy)
+    xhat = xp.reshape(widen(x), groups) - mean  # recomputed: cheaper than storing it
+    xhat = xp.reshape(mul_(xhat, rstd, out=xhat), x.shape)
+    # Parameter gradients, per channel: sums over the samples and the length L, the latter
+    # as L times a mean along each row of L values (a dot product, no dy * xhat temporary).
+    length = x.shape[2]
+    dweight = xp.sum(row_mean_of_product(xp, dy, xhat, (2,)), axis=(0, 2)) * length if weight is not None else None
+    dbias = xp.sum(row_mean(xp, dy, (2,)), axis=(0, 2)) * length if with_bias else None
+    g = dy * weight if weight is not None else dy
+    out = None if out is None else xp.reshape(out, groups)
+    dx, _, _ = layer_norm_backward_rows(xp.reshape(g, groups), xp.reshape(x, groups), None, mean, rstd, False, out)
+    return xp.reshape(dx, x.shape), dweight, dbias
+
+
 class GroupNormFunction(Function):
-    """GroupNorm with its hand-derived backward (LayerNorm's, on the ``(N, G, M)`` view)."""
+    """GroupNorm with its hand-derived backward (LayerNorm's, on the ``(N, G, M)`` view).
+
+    Both passes see the input as ``(N, C, L)`` (``L = prod(*)``, 1 for ``(N, C)`` input) and
+    run the formulas above on blocks of whole samples (``for_each_row_block``), so that no
+    group is split between blocks.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, num_groups: int, eps: float) -> Any:
         xp = namespace_of(x)
-        grouped = xp.reshape(widen(x), (x.shape[0], num_groups, -1))  # (N, G, M)
-        mean, rstd = mean_rstd(grouped, (2,), eps)
-        xhat = xp.reshape((grouped - mean) * rstd, x.shape)
-        shape = channel_shape(tuple(x.shape))
-        y = xhat * xp.reshape(weight, shape) if weight is not None else xhat
-        if bias is not None:
-            y = y + xp.reshape(bias, shape)
+        samples, channels = x.shape[0], x.shape[1]
+        x3 = xp.reshape(x, (samples, channels, math.prod(x.shape[2:])))
+        w, b = as_channels(weight), as_channels(bias)
+        y3 = xp.empty(x3.shape, dtype=x.dtype)
+        mean = xp.empty((samples * num_groups, 1), dtype=compute_dtype(x.dtype, xp))
+        rstd = xp.empty((samples * num_groups, 1), dtype=compute_dtype(x.dtype, xp))
+
+        def block(start: int, stop: int) -> None:
+            these, their_groups = slice(start, stop), slice(start * num_groups, stop * num_groups)
+            y3[these, ...], mean[their_groups, ...], rstd[their_groups, ...] = group_norm_rows(
+                x3[these, ...], w, b, num_groups, eps, out=y3[these, ...]
+            )
+
+        for_each_row_block(block, xp.reshape(x3, (samples, -1)))
+        # Saved as the plain formulas have them, on the (N, G, M) view: (N, G, 1).
+        group_stats = (samples, num_groups, 1)
+        mean, rstd = xp.reshape(mean, group_stats), xp.reshape(rstd, group_stats)
         ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, mean, rstd)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y3, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
         x, weight, bias_dtype, mean, rstd = ctx.saved_tensors
         xp = namespace_of(x)
-        group_view = tuple(mean.shape[:2]) + (-1,)
-        shape = channel_shape(tuple(x.shape))
-        dy = widen(dy)
-        xhat = (xp.reshape(widen(x), group_view) - mean) * rstd  # recomputed, (N, G, M)
-        g = xp.reshape(dy * xp.reshape(weight, shape) if weight is not None else dy, group_view)
-        # LayerNorm's three terms (direct, through the mean, through rstd), inside each group.
-        dx = rstd * (g - xp.mean(g, axis=2, keepdims=True) - xhat * xp.mean(g * xhat, axis=2, keepdims=True))
-        # Parameter gradients: per channel, so back to (N, C, *) and sum over N and *.
-        xhat = xp.reshape(xhat, x.shape)
-        num_channels = (x.shape[1],)
+        samples, num_groups = mean.shape[0], mean.shape[1]
+        x3 = xp.reshape(x, (samples, x.shape[1], math.prod(x.shape[2:])))
+        dy3, w = xp.reshape(dy, x3.shape), as_channels(weight)
+        mean, rstd = as_rows(mean, 1), as_rows(rstd, 1)
+        dx3 = xp.empty(x3.shape, dtype=x.dtype)
+
+        def block(start: int, stop: int) -> tuple[Any, Any]:
+            these, their_groups = slice(start, stop), slice(start * num_groups, stop * num_groups)
+            dx3[these, ...], dweight, dbias = group_norm_backward_rows(
+                dy3[these, ...],
+                x3[these, ...],
+                w,
+                mean[their_groups, ...],
+                rstd[their_groups, ...],
+                num_groups,
+                bias_dtype is not None,
+                out=dx3[these, ...],
+            )
+            return dweight, dbias
+
+        partials = for_each_row_block(block, xp.reshape(x3, (samples, -1)))
         dweight = dbias = None
         if weight is not None:
-            dweight = xp.astype(xp.reshape(sum_to(dy * xhat, shape), num_channels), weight.dtype)
+            dweight = xp.astype(sum_partials([q[0] for q in partials], x.shape[1], x3), weight.dtype)
         if bias_dtype is not None:
-            dbias = xp.astype(xp.reshape(sum_to(dy, shape), num_channels), bias_dtype)
-        return xp.astype(xp.reshape(dx, x.shape), x.dtype), dweight, dbias
+            dbias = xp.astype(sum_partials([q[1] for q in partials], x.shape[1], x3), bias_dtype)
+        return xp.reshape(dx3, x.shape), dweight, dbias
+
+
+def as_channels(param: Any) -> Any:
+    """A ``(C,)`` parameter as ``(C, 1)``, to act per channel on ``(n, C, L)`` (``None`` stays)."""
+    return None if param is None else namespace_of(param).reshape(param, (param.shape[0], 1))
 
 
 def group_norm_reference(
