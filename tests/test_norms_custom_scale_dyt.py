@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynorm as tn
+from tinynorm.norms import _shared
 from tinynorm.norms.custom_norm import DynamicRangeNormFunction, eps_raw_for
 from tinynorm.norms.dyt import DyTFunction
 from tinynorm.norms.scalenorm import ScaleNormFunction
@@ -159,6 +160,24 @@ def test_custom_norm_bad_input_is_rejected_with_the_argument_named():
         F.dynamic_range_norm(tn.tensor(_rand(0, 4, 4)), 4, weight=tn.ones(4, 1))
 
 
+def _custom_norm_step(block_bytes, threads, monkeypatch):
+    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(_shared, "THREADS", threads)
+    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
+    module, _ = NORMS["custom_norm"].build("3d")  # learnable p and eps, unbiased
+    x, dy = _rand(0, 7, 3, 4), _rand(1, 7, 3, 4)
+    y, dx, grads = _forward_backward(module, x, dy)
+    return [y, dx] + list(grads.values())
+
+
+def test_custom_norm_blocked_equals_unblocked_to_1e12(monkeypatch):
+    whole = _custom_norm_step(2**62, 1, monkeypatch)
+    one_row_blocks = _custom_norm_step(1, 2, monkeypatch)
+    assert len(whole) == 6  # y, dx, weight, bias, eps_raw, p
+    for a, b in zip(whole, one_row_blocks):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
 def test_gradcheck_catches_a_backward_that_divides_by_n_instead_of_n_minus_1(monkeypatch):
     module, x = NORMS["custom_norm"].build("3d")  # the unbiased case
     assert module.unbiased and tn.gradcheck(module, x)
@@ -238,6 +257,24 @@ def test_gradcheck_catches_a_scalenorm_backward_without_the_projection(monkeypat
     assert _failed_inputs(module, x) == {"input 0"}
 
 
+def _registry_step(name, block_bytes, threads, monkeypatch):
+    """Output and every gradient of the registry's "3d" case of ``name`` on a (7, 3, 4) input."""
+    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(_shared, "THREADS", threads)
+    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
+    module, _ = NORMS[name].build("3d")
+    y, dx, grads = _forward_backward(module, _rand(0, 7, 3, 4), _rand(1, 7, 3, 4))
+    return [y, dx] + list(grads.values())
+
+
+def test_scalenorm_blocked_equals_unblocked_to_1e12(monkeypatch):
+    whole = _registry_step("scalenorm", 2**62, 1, monkeypatch)
+    one_row_blocks = _registry_step("scalenorm", 1, 2, monkeypatch)
+    assert len(whole) == 3  # y, dx, g
+    for a, b in zip(whole, one_row_blocks):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
 # ---- DyT ------------------------------------------------------------------------------------------
 def test_dyt_with_tiny_alpha_is_linear(backend):
     # tanh(a) = a - a**3/3 + ...: for alpha = 1e-4 and |x| < 5 the cubic term is below 5e-11.
@@ -287,3 +324,11 @@ def test_gradcheck_catches_a_dyt_backward_with_the_wrong_sign_in_dalpha(monkeypa
 
     monkeypatch.setattr(DyTFunction, "backward", staticmethod(wrong_sign))
     assert _failed_inputs(module, x) == {"alpha"}
+
+
+def test_dyt_blocked_equals_unblocked_to_1e12(monkeypatch):
+    whole = _registry_step("dyt", 2**62, 1, monkeypatch)
+    one_row_blocks = _registry_step("dyt", 1, 2, monkeypatch)
+    assert len(whole) == 5  # y, dx, alpha, weight, bias
+    for a, b in zip(whole, one_row_blocks):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynorm as tn
+from tinynorm.norms import _shared
 from tinynorm.norms.gemma_rmsnorm import GemmaRMSNormFunction
 from tinynorm.norms.partial_rmsnorm import PartialRMSNormFunction, partial_size
 from tinynorm.norms.rmsnorm_matrix import RMSNormMatrixFunction
@@ -253,6 +254,28 @@ def test_gemma_and_partial_reject_the_seed_column_weight():
         F.gemma_rms_norm(x, 4, tn.tensor(np.zeros((4, 1))))
     with pytest.raises(ValueError, match=r"weight: expected shape \(4,\), got \(4, 1\)"):
         F.partial_rms_norm(x, 4, tn.tensor(np.ones((4, 1))), p=0.5)
+
+
+# ---- row blocks and threads change the order of the sums, nothing else --------------------------------------
+def _registry_step(name, block_bytes, threads, monkeypatch):
+    """Output and every gradient of the registry's "3d" case of ``name`` on 9 leading rows."""
+    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(_shared, "THREADS", threads)
+    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
+    module, x = get_norm(name).build("3d", seed=3)
+    shape = (9,) + tuple(x.shape[1:])
+    x = tn.tensor(_rand(0, *shape), requires_grad=True)
+    y = module(x)
+    y.backward(tn.tensor(_rand(1, *shape)))
+    return [y.numpy(), tn.backend.to_numpy(x.grad)] + [tn.backend.to_numpy(p.grad) for p in module.parameters()]
+
+
+@pytest.mark.parametrize("name", ["gemma_rmsnorm", "partial_rmsnorm", "rmsnorm_tanh"])
+def test_blocked_equals_unblocked_to_1e12(name, monkeypatch):
+    whole = _registry_step(name, 2**62, 1, monkeypatch)
+    one_row_blocks = _registry_step(name, 1, 2, monkeypatch)
+    for a, b in zip(whole, one_row_blocks):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
 # ---- a broken backward is caught ---------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ Backward (derivation: ``docs/norms/dyt.md``), with ``t = tanh(alpha * x)`` and
     dbias   = sum over rows of dy
 
 Saved for backward: ``x``, ``alpha`` and ``weight``; ``t`` is recomputed (one ``tanh``)
-rather than stored as a second full-size array.
+rather than stored as a second full-size array. Both passes run on cache-sized blocks of
+rows, as RMSNorm's do: the element-wise chain above then makes one trip to main memory, not
+one per operation.
 
 Numerics: float16 input is computed in float32. ``tanh`` never overflows, so no rescue
 is needed; for ``|alpha * x| > ~19`` ``t`` rounds to +-1 in float64 and the gradient
@@ -40,44 +42,110 @@ from typing import Any
 
 from ..autograd import Context, Function
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, tensor, zeros
-from ._shared import NormModule, as_shape, check_input, check_param, widen
+from ._shared import (
+    NormModule,
+    add_,
+    as_rows,
+    as_shape,
+    as_vector,
+    check_input,
+    check_param,
+    for_each_row_block,
+    in_compute_dtype,
+    mul_,
+    row_mean_of_product,
+    sum_partials,
+    widen,
+)
 
 __all__ = ["DyT"]
 
 
+# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
+def dyt_rows(x: Any, alpha: Any, weight: Any, bias: Any, out: Any = None) -> Any:
+    """Forward on rows ``x`` of shape ``(rows, N)``; ``out``, if given, is memory ``y`` may be written into."""
+    xp = namespace_of(x)
+    y = xp.tanh(mul_(widen(x), alpha, out=out))  # t = tanh(alpha * x)
+    if weight is not None:
+        y = mul_(y, weight, out=out)
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return xp.astype(y, x.dtype, copy=False)
+
+
+def dyt_backward_rows(
+    dy: Any, x: Any, alpha: Any, weight: Any, with_bias: bool, out: Any = None
+) -> tuple[Any, Any, Any, Any]:
+    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dalpha`` (one number),
+    ``dweight`` and ``dbias`` (sums over the rows, shape ``(N,)``)."""
+    xp = namespace_of(x)
+    dy, xw = widen(dy), widen(x)
+    t = xp.tanh(mul_(xw, alpha, out=out))  # recomputed (dx's memory is free until the end)
+    dweight = xp.sum(dy * t, axis=0) if weight is not None else None
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    dt = 1 - mul_(t, t, out=t)  # tanh' = 1 - tanh**2
+    dt = mul_(dt, dy, out=dt)
+    if weight is not None:
+        dt = mul_(dt, weight, out=dt)  # dt = dy * weight * (1 - t**2), the gradient reaching alpha * x
+    # dalpha = sum of x * dt over every element, taken as per-row dot products (no x * dt array).
+    dalpha = xw.shape[1] * xp.sum(row_mean_of_product(xp, xw, dt, (1,)))
+    dx = mul_(dt, alpha, out=out)
+    return xp.astype(dx, x.dtype, copy=False), dalpha, dweight, dbias
+
+
 class DyTFunction(Function):
-    """DyT with its hand-derived backward."""
+    """DyT with its hand-derived backward.
+
+    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of
+    rows small enough to stay in cache (``for_each_row_block``), as ``RMSNormFunction``
+    does; the parameters are used in the compute dtype (``in_compute_dtype``).
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, alpha: Any, weight: Any, bias: Any, normalized_shape: tuple[int, ...]) -> Any:
         xp = namespace_of(x)
-        xw = widen(x)
-        y = xp.tanh(alpha * xw)
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
+        n = math.prod(normalized_shape)
+        x2, a = as_rows(x, n), in_compute_dtype(alpha, x)
+        w, b = as_vector(in_compute_dtype(weight, x), n), as_vector(in_compute_dtype(bias, x), n)
+        y2 = xp.empty(x2.shape, dtype=x.dtype)
+
+        def block(start: int, stop: int) -> None:
+            rows = slice(start, stop)
+            y2[rows, ...] = dyt_rows(x2[rows, ...], a, w, b, out=y2[rows, ...])
+
+        for_each_row_block(block, x2)
         ctx.save_for_backward(x, alpha, weight, None if bias is None else bias.dtype, normalized_shape)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any, Any]:
         x, alpha, weight, bias_dtype, normalized_shape = ctx.saved_tensors
         xp = namespace_of(x)
-        dy = widen(dy)
-        xw = widen(x)
-        t = xp.tanh(alpha * xw)  # recomputed: cheaper in memory than storing it
-        g = dy * weight if weight is not None else dy
-        dt = g * (1 - t * t)  # the gradient reaching alpha * x: tanh' = 1 - tanh**2
-        dx = alpha * dt
-        dalpha = xp.astype(xp.sum(xw * dt), alpha.dtype)  # one scalar: every element contributes
-        # Per-feature parameters: each row contributes, so sum over every leading axis.
-        dweight = xp.astype(sum_to(dy * t, normalized_shape), weight.dtype) if weight is not None else None
-        dbias = xp.astype(sum_to(dy, normalized_shape), bias_dtype) if bias_dtype is not None else None
-        return xp.astype(dx, x.dtype), dalpha, dweight, dbias
+        n = math.prod(normalized_shape)
+        x2, dy2 = as_rows(x, n), as_rows(dy, n)
+        a, w = in_compute_dtype(alpha, x), as_vector(in_compute_dtype(weight, x), n)
+        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
+
+        def block(start: int, stop: int) -> tuple[Any, Any, Any]:
+            rows = slice(start, stop)
+            dx2[rows, ...], dalpha, dweight, dbias = dyt_backward_rows(
+                dy2[rows, ...], x2[rows, ...], a, w, bias_dtype is not None, out=dx2[rows, ...]
+            )
+            return dalpha, dweight, dbias
+
+        partials = for_each_row_block(block, x2)
+        dalpha = sum(p[0] for p in partials) if partials else xp.zeros((), dtype=a.dtype)  # one number
+        dalpha = xp.astype(dalpha, alpha.dtype)
+        # Per-feature parameters: each row contributes, so the blocks' row sums are added up.
+        dweight = dbias = None
+        if weight is not None:
+            dweight = xp.reshape(xp.astype(sum_partials([p[1] for p in partials], n, x2), weight.dtype), weight.shape)
+        if bias_dtype is not None:
+            dbias = xp.reshape(xp.astype(sum_partials([p[2] for p in partials], n, x2), bias_dtype), normalized_shape)
+        return xp.reshape(dx2, x.shape), dalpha, dweight, dbias
 
 
 def dyt_reference(x: Tensor, alpha: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:

@@ -24,6 +24,8 @@ unchanged because ``d(1 + w)/dw = 1``: the two parametrizations differ in where 
 optimizer starts and what weight decay does, never in the gradient.
 
 Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
+The row formulas are RMSNorm's own (``rmsnorm.rms_norm_rows``, ``rms_norm_backward_rows``,
+given ``1 + weight`` as the weight), run on cache-sized blocks of rows as RMSNorm runs them.
 
 Numerics: as Hugging Face's Gemma, float16 input is normalized *and multiplied by*
 ``1 + weight`` in float32, then cast back (Llama's RMSNorm casts before the multiply).
@@ -34,46 +36,86 @@ there is an ``impl`` switch.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, zeros
-from ._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes, rms_rstd, widen
+from ._shared import (
+    NormModule,
+    as_rows,
+    as_shape,
+    as_vector,
+    check_eps,
+    check_input,
+    check_param,
+    feature_axes,
+    for_each_row_block,
+    sum_partials,
+)
+from .rmsnorm import rms_norm_backward_rows, rms_norm_rows
 
 __all__ = ["GemmaRMSNorm"]
 
 
+def one_plus(weight: Any, x: Any) -> Any:
+    """The scale ``1 + weight``, in ``x``'s compute dtype (float32 for float16 input), as a
+    vector; ``None`` for no weight. Gemma's whole difference from RMSNorm is this line."""
+    if weight is None:
+        return None
+    xp = namespace_of(weight)
+    return as_vector(1.0 + xp.astype(weight, compute_dtype(x.dtype, xp)), math.prod(weight.shape))
+
+
 class GemmaRMSNormFunction(Function):
-    """Gemma's RMSNorm with its hand-derived backward."""
+    """Gemma's RMSNorm with its hand-derived backward: RMSNorm's row formulas
+    (``rmsnorm.rms_norm_rows``, ``rms_norm_backward_rows``) with the scale ``1 + weight``,
+    on blocks of rows as in ``RMSNormFunction``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
         xp = namespace_of(x)
+        x2, scale = as_rows(x, math.prod(normalized_shape)), one_plus(weight, x)
+        y2 = xp.empty(x2.shape, dtype=x.dtype)
+        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
+
+        def block(start: int, stop: int) -> None:
+            rows = slice(start, stop)
+            # y is multiplied by 1 + weight in the compute dtype, then cast back (Hugging Face's order).
+            y2[rows, ...], rstd[rows, ...] = rms_norm_rows(x2[rows, ...], scale, None, eps, out=y2[rows, ...])
+
+        for_each_row_block(block, x2)
         axes = feature_axes(x.ndim, normalized_shape)
-        xw = widen(x)
-        rstd = rms_rstd(xw, axes, eps)
-        y = xw * rstd
-        if weight is not None:
-            y = y * (1.0 + xp.astype(weight, y.dtype))  # in the compute dtype, before the cast back
+        rstd = xp.reshape(rstd, x.shape[: axes[0]] + (1,) * len(axes))  # keeps x's dimensions
         ctx.save_for_backward(x, weight, rstd, axes)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any]:
         x, weight, rstd, axes = ctx.saved_tensors
         xp = namespace_of(x)
-        dy = widen(dy)
-        xhat = widen(x) * rstd  # recomputed: cheaper than storing it
-        g = dy * (1.0 + xp.astype(weight, dy.dtype)) if weight is not None else dy
-        # RMSNorm's two paths: the direct one, and the one through rstd.
-        dx = rstd * (g - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
+        n = math.prod(x.shape[axes[0] :])
+        x2, dy2, rstd2, scale = as_rows(x, n), as_rows(dy, n), as_rows(rstd, 1), one_plus(weight, x)
+        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
+
+        def block(start: int, stop: int) -> Any:
+            rows = slice(start, stop)
+            # g = dy * (1 + weight); dx = rstd * (g - xhat * mean(g * xhat)); dweight = sum of dy * xhat.
+            dx2[rows, ...], dweight, _ = rms_norm_backward_rows(
+                dy2[rows, ...], x2[rows, ...], scale, rstd2[rows, ...], False, out=dx2[rows, ...]
+            )
+            return dweight
+
+        partials = for_each_row_block(block, x2)
         # d(1 + w)/dw = 1: the weight gradient is RMSNorm's, summed over every row.
-        normalized_shape = tuple(x.shape[axes[0] :])
-        dweight = xp.astype(sum_to(dy * xhat, normalized_shape), weight.dtype) if weight is not None else None
-        return xp.astype(dx, x.dtype), dweight
+        dweight = None
+        if weight is not None:
+            dweight = xp.reshape(xp.astype(sum_partials(partials, n, x2), weight.dtype), weight.shape)
+        return xp.reshape(dx2, x.shape), dweight
 
 
 def gemma_rms_norm_reference(

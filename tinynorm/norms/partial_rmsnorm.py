@@ -32,6 +32,7 @@ sum of ``g * xhat`` still runs over all ``N`` features (all of them were divided
 is RMSNorm's backward.
 
 Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
+Both passes run on cache-sized blocks of rows, as RMSNorm's do.
 
 Where tinynorm deliberately differs from the authors' PyTorch code (``bzhangGo/rmsnorm``):
 ``k`` is the paper's ``ceil(p * N)``, not the code's ``int(p * N)``, which is 0 (a
@@ -47,11 +48,28 @@ import math
 from typing import Any
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
-from ._shared import NormModule, as_shape, check_eps, check_input, check_param, rms_rstd, widen
+from ._shared import (
+    NormModule,
+    add_,
+    as_rows,
+    as_shape,
+    check_eps,
+    check_input,
+    check_param,
+    for_each_row_block,
+    in_compute_dtype,
+    mul_,
+    rms_rstd,
+    row_mean_of_product,
+    sub_,
+    sum_partials,
+    widen,
+)
 
 __all__ = ["PartialRMSNorm"]
 
@@ -72,38 +90,90 @@ def partial_size(n: int, p: float) -> int:
     return max(1, math.ceil(round(p * n, 9)))
 
 
+# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
+def partial_rms_norm_rows(x: Any, weight: Any, bias: Any, k: int, eps: float, out: Any = None) -> tuple[Any, Any]:
+    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``rstd`` ``(rows, 1)``.
+
+    ``out``, if given, is memory ``y`` may be written into.
+    """
+    xp = namespace_of(x)
+    xw = widen(x)
+    rstd = rms_rstd(xw[:, :k], (1,), eps)  # the statistic sees the first k features
+    y = mul_(xw, rstd, out=out)  # ... and divides all of them
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return xp.astype(y, x.dtype, copy=False), rstd
+
+
+def partial_rms_norm_backward_rows(
+    dy: Any, x: Any, weight: Any, rstd: Any, k: int, with_bias: bool, out: Any = None
+) -> tuple[Any, Any, Any]:
+    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dweight`` and ``dbias``."""
+    xp = namespace_of(x)
+    n = x.shape[1]
+    dy = widen(dy)
+    xhat = widen(x) * rstd  # recomputed: cheaper than storing it
+    g = dy * weight if weight is not None else dy
+    dweight = xp.sum(dy * xhat, axis=0) if weight is not None else None
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    # Every feature feeds rstd's path through its g * xhat, but only the first k feed rstd itself:
+    #   dx = rstd * (g - in_stat * xhat * sum(g * xhat) / k),  built in xhat's memory.
+    projection = row_mean_of_product(xp, g, xhat, (1,)) * (n / k)  # sum(g * xhat) / k
+    term = mul_(xhat, projection, out=xhat)
+    term[:, k:] = 0  # features k..N-1 are not in the statistic: no projection term
+    dx = sub_(g, term, out=term)
+    dx = mul_(dx, rstd, out=out)
+    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+
+
 class PartialRMSNormFunction(Function):
-    """pRMSNorm with its hand-derived backward."""
+    """pRMSNorm with its hand-derived backward.
+
+    Both passes run the formulas above on blocks of rows small enough to stay in cache
+    (``for_each_row_block``), as ``RMSNormFunction`` does.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, k: int, eps: float) -> Any:
         xp = namespace_of(x)
-        axes = (x.ndim - 1,)
-        xw = widen(x)
-        rstd = rms_rstd(xw[..., :k], axes, eps)  # the statistic sees the first k features
-        y = xw * rstd  # ... and divides all of them
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
+        n = x.shape[-1]
+        x2, w, b = as_rows(x, n), in_compute_dtype(weight, x), in_compute_dtype(bias, x)
+        y2 = xp.empty(x2.shape, dtype=x.dtype)
+        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
+
+        def block(start: int, stop: int) -> None:
+            rows = slice(start, stop)
+            y2[rows, ...], rstd[rows, ...] = partial_rms_norm_rows(x2[rows, ...], w, b, k, eps, out=y2[rows, ...])
+
+        for_each_row_block(block, x2)
+        rstd = xp.reshape(rstd, x.shape[:-1] + (1,))  # keeps x's dimensions
         ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, rstd, k)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
         x, weight, bias_dtype, rstd, k = ctx.saved_tensors
         xp = namespace_of(x)
         n = x.shape[-1]
-        dy = widen(dy)
-        xhat = widen(x) * rstd  # recomputed: cheaper than storing it
-        g = dy * weight if weight is not None else dy
-        # Every feature feeds rstd's path through its g * xhat, but only the first k feed rstd itself.
-        projection = xp.sum(g * xhat, axis=-1, keepdims=True) / k
-        in_stat = xp.arange(n) < k
-        dx = rstd * (g - xp.where(in_stat, xhat * projection, xp.zeros_like(xhat)))
-        dweight = xp.astype(sum_to(dy * xhat, (n,)), weight.dtype) if weight is not None else None
-        dbias = xp.astype(sum_to(dy, (n,)), bias_dtype) if bias_dtype is not None else None
-        return xp.astype(dx, x.dtype), dweight, dbias
+        x2, dy2, rstd2, w = as_rows(x, n), as_rows(dy, n), as_rows(rstd, 1), in_compute_dtype(weight, x)
+        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
+
+        def block(start: int, stop: int) -> tuple[Any, Any]:
+            rows = slice(start, stop)
+            dx2[rows, ...], dweight, dbias = partial_rms_norm_backward_rows(
+                dy2[rows, ...], x2[rows, ...], w, rstd2[rows, ...], k, bias_dtype is not None, out=dx2[rows, ...]
+            )
+            return dweight, dbias
+
+        partials = for_each_row_block(block, x2)
+        dweight = dbias = None
+        if weight is not None:
+            dweight = xp.astype(sum_partials([p[0] for p in partials], n, x2), weight.dtype)
+        if bias_dtype is not None:
+            dbias = xp.astype(sum_partials([p[1] for p in partials], n, x2), bias_dtype)
+        return xp.reshape(dx2, x.shape), dweight, dbias
 
 
 def partial_rms_norm_reference(

@@ -102,12 +102,26 @@ def rms_norm_backward_rows(
     # Parameter gradients: every row contributes; the caller adds up the blocks' shares.
     dweight = xp.sum(dy * xhat, axis=0) if weight is not None else None
     dbias = xp.sum(dy, axis=0) if with_bias else None
-    # Two terms: the direct path, and the path through rstd (which depends on every x):
-    #   dx = rstd * (g - xhat * mean(g * xhat)),  built in xhat's memory (not needed after).
+    dx = rms_norm_dx(g, xhat, rstd, out=out)
+    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+
+
+def rms_norm_dx(g: Any, xhat: Any, rstd: Any, out: Any = None) -> Any:
+    """RMSNorm's input gradient on rows ``(rows, N)``, from ``g``, the gradient reaching ``xhat``.
+
+    Two terms: the direct path, and the path through ``rstd`` (which depends on every x):
+
+        dx = rstd * (g - xhat * mean(g * xhat))
+
+    Every RMSNorm-like backward ends here, with its own ``g``: ``dy * weight`` (RMSNorm,
+    Gemma's ``dy * (1 + weight)``), ``dy @ weight`` (RMSNormMatrix), the gradient through a
+    tanh (RMSNormTanh). Built in ``xhat``'s memory, so the caller must be done with ``xhat``;
+    ``out``, if given, is memory ``dx`` may be written into.
+    """
+    xp = namespace_of(xhat)
     dx = mul_(xhat, row_mean_of_product(xp, g, xhat, (1,)), out=xhat)  # xhat * mean(g * xhat)
     dx = sub_(g, dx, out=dx)  # g - xhat * mean(g * xhat)
-    dx = mul_(dx, rstd, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+    return mul_(dx, rstd, out=out)
 
 
 class RMSNormFunction(Function):

@@ -30,6 +30,7 @@ Where RMSNorm has ``g = dy * weight`` (a diagonal map), this has ``g = dy @ weig
 everything after ``g`` is unchanged, because the normalization is the same.
 
 Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
+The forward forms no ``xhat`` at all: ``xhat @ weight.T = (x @ weight.T) * rstd``.
 
 Numerics: float16 input is normalized in float32 and rows whose mean square overflows
 are recomputed from ``x / max|x|`` (``_shared.rms_rstd``), as in RMSNorm.
@@ -46,38 +47,58 @@ from ..nn.module import Parameter
 from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, tensor
-from ._shared import NormModule, check_eps, check_input, check_param, rms_rstd, widen
+from ._shared import (
+    NormModule,
+    as_rows,
+    check_eps,
+    check_input,
+    check_param,
+    in_compute_dtype,
+    mul_,
+    rms_rstd,
+    widen,
+)
+from .rmsnorm import rms_norm_dx
 
 __all__ = ["RMSNormMatrix"]
 
 
 class RMSNormMatrixFunction(Function):
-    """RMSNorm followed by ``@ weight.T``, with its hand-derived backward."""
+    """RMSNorm followed by ``@ weight.T``, with its hand-derived backward.
+
+    The three ``(rows, dim) x (dim, dim)`` matrix products (``y``, ``dweight``, ``g``) are
+    the cost; they run whole, on the BLAS's own threads. What is left to save is memory:
+    no ``xhat`` in the forward, one in the backward, and ``dx`` built in ``g``'s memory.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, eps: float) -> Any:
         xp = namespace_of(x)
         axes = (x.ndim - 1,)
-        xw = widen(x)
-        rstd = rms_rstd(xw, axes, eps)
-        y = xp.matmul(xw * rstd, xp.matrix_transpose(weight))
-        ctx.save_for_backward(x, weight, rstd, axes)
-        return xp.astype(y, x.dtype)
+        x2, w = as_rows(x, x.shape[-1]), in_compute_dtype(weight, x)
+        xw = widen(x2)
+        rstd = rms_rstd(xw, (1,), eps)
+        # xhat @ W.T = (x @ W.T) * rstd: rstd is one number per row, and a row's linear map
+        # commutes with scaling it, so the product is taken on x and no xhat array is formed.
+        y = xp.matmul(xw, xp.matrix_transpose(w))
+        y = mul_(y, rstd, out=y)
+        ctx.save_for_backward(x, weight, xp.reshape(rstd, x.shape[:-1] + (1,)), axes)
+        return xp.reshape(xp.astype(y, x.dtype, copy=False), x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any]:
         x, weight, rstd, axes = ctx.saved_tensors
         xp = namespace_of(x)
         dim = x.shape[-1]
-        dy = widen(dy)
-        xhat = widen(x) * rstd  # recomputed: cheaper than storing it
+        dy2, rstd2, w = widen(as_rows(dy, dim)), as_rows(rstd, 1), in_compute_dtype(weight, x)
+        xhat = widen(as_rows(x, dim)) * rstd2  # recomputed: cheaper than storing it
         # weight[i, j] multiplies xhat_j into y_i in every row: sum the outer products dy_i * xhat_j.
-        dy_rows, xhat_rows = xp.reshape(dy, (-1, dim)), xp.reshape(xhat, (-1, dim))
-        dweight = xp.astype(xp.matmul(xp.matrix_transpose(dy_rows), xhat_rows), weight.dtype)
-        # y = xhat @ W.T sends dy back to xhat as dy @ W; then RMSNorm's two paths, as in rmsnorm.py.
-        g = xp.matmul(dy, xp.astype(weight, dy.dtype))
-        dx = rstd * (g - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
-        return xp.astype(dx, x.dtype), dweight
+        dweight = xp.astype(xp.matmul(xp.matrix_transpose(dy2), xhat), weight.dtype)
+        # y = xhat @ W.T sends dy back to xhat as g = dy @ W; then RMSNorm's two paths,
+        # dx = rstd * (g - xhat * mean(g * xhat)), written over xhat and then g (rmsnorm.rms_norm_dx).
+        g = xp.matmul(dy2, w)
+        dx = rms_norm_dx(g, xhat, rstd2, out=g)
+        return xp.reshape(xp.astype(dx, x.dtype, copy=False), x.shape), dweight
 
 
 def rms_norm_matrix_reference(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:

@@ -38,6 +38,8 @@ Backward (derivation: ``docs/norms/rmsnorm_tanh.md``), with ``u = tanh(alpha * n
 
 Saved for backward: ``x``, ``alpha``, ``weight`` and the per-row ``rstd``; ``n`` and
 ``u`` are recomputed (saving ``u`` would spare one tanh at the cost of a full-size array).
+Both passes run on cache-sized blocks of rows, as RMSNorm's do, and ``dx`` is RMSNorm's
+own formula (``rmsnorm.rms_norm_dx``).
 
 Relative: DyT (``dyt.py``, Zhu et al. 2025) keeps ``weight * tanh(alpha * x) + bias``
 and drops the normalization altogether; this layer keeps both.
@@ -45,52 +47,137 @@ and drops the normalization altogether; this layer keeps both.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..autograd import Context, Function
+from ..backend import compute_dtype
 from ..nn.module import Parameter
-from ..ops import namespace_of, sum_to
+from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, tensor
-from ._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes, rms_rstd, widen
+from ._shared import (
+    NormModule,
+    as_rows,
+    as_shape,
+    as_vector,
+    check_eps,
+    check_input,
+    check_param,
+    feature_axes,
+    for_each_row_block,
+    in_compute_dtype,
+    mul_,
+    rms_rstd,
+    sum_partials,
+    widen,
+)
+from .rmsnorm import rms_norm_dx
 
 __all__ = ["RMSNormTanh"]
 
 ALPHA_SHAPES = ("scalar", "per_dim")
 
 
+# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
+def rms_norm_tanh_rows(x: Any, alpha: Any, weight: Any, eps: float, out: Any = None) -> tuple[Any, Any]:
+    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``rstd`` ``(rows, 1)``.
+
+    ``alpha`` is ``()`` or ``(N,)``; ``out``, if given, is memory ``y`` may be written into.
+    """
+    xp = namespace_of(x)
+    xw = widen(x)
+    rstd = rms_rstd(xw, (1,), eps)
+    n = mul_(xw, rstd, out=out)  # n = x * rstd
+    y = xp.tanh(mul_(n, alpha, out=n))  # tanh(alpha * n)
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    return xp.astype(y, x.dtype, copy=False), rstd
+
+
+def rms_norm_tanh_backward_rows(
+    dy: Any, x: Any, alpha: Any, weight: Any, rstd: Any, out: Any = None
+) -> tuple[Any, Any, Any]:
+    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dalpha`` and ``dweight``.
+
+    Both shares are sums over the rows, shape ``(N,)``: the caller adds up the blocks'
+    and, for a ``()`` alpha, sums that over the features too.
+    """
+    xp = namespace_of(x)
+    dy = widen(dy)
+    n = widen(x) * rstd  # recomputed: cheaper than storing it
+    u = xp.tanh(mul_(n, alpha, out=out))  # tanh(alpha * n); dx's memory is free until the end
+    dweight = xp.sum(dy * u, axis=0) if weight is not None else None
+    # Back through the weight and the tanh: t is the gradient of the tanh's argument, alpha * n.
+    t = 1 - mul_(u, u, out=u)  # tanh' = 1 - u**2
+    t = mul_(t, dy, out=t)
+    if weight is not None:
+        t = mul_(t, weight, out=t)  # t = (1 - u**2) * dy * weight
+    dalpha = xp.sum(n * t, axis=0)
+    dn = mul_(t, alpha, out=t)
+    # RMSNorm's backward with g = dn: rstd * (dn - n * mean(dn * n)).
+    dx = rms_norm_dx(dn, n, rstd, out=out)
+    return xp.astype(dx, x.dtype, copy=False), dalpha, dweight
+
+
+def _per_feature(param: Any, features: int, x: Any) -> Any:
+    """A ``()`` or ``normalized_shape`` parameter as the rows see it: ``()`` or ``(features,)``,
+    in the compute dtype (``in_compute_dtype``)."""
+    param = in_compute_dtype(param, x)
+    return param if param is None or param.ndim == 0 else as_vector(param, features)
+
+
 class RMSNormTanhFunction(Function):
-    """``weight * tanh(alpha * rms_norm(x))`` with its hand-derived backward."""
+    """``weight * tanh(alpha * rms_norm(x))`` with its hand-derived backward.
+
+    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of
+    rows small enough to stay in cache (``for_each_row_block``), as ``RMSNormFunction`` does.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, alpha: Any, weight: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
         xp = namespace_of(x)
+        features = math.prod(normalized_shape)
+        x2, a, w = as_rows(x, features), _per_feature(alpha, features, x), _per_feature(weight, features, x)
+        y2 = xp.empty(x2.shape, dtype=x.dtype)
+        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
+
+        def block(start: int, stop: int) -> None:
+            rows = slice(start, stop)
+            y2[rows, ...], rstd[rows, ...] = rms_norm_tanh_rows(x2[rows, ...], a, w, eps, out=y2[rows, ...])
+
+        for_each_row_block(block, x2)
         axes = feature_axes(x.ndim, normalized_shape)
-        xw = widen(x)
-        rstd = rms_rstd(xw, axes, eps)
-        y = xp.tanh(alpha * (xw * rstd))
-        if weight is not None:
-            y = y * weight
+        rstd = xp.reshape(rstd, x.shape[: axes[0]] + (1,) * len(axes))  # keeps x's dimensions
         ctx.save_for_backward(x, alpha, weight, rstd, axes)
-        return xp.astype(y, x.dtype)
+        return xp.reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
         x, alpha, weight, rstd, axes = ctx.saved_tensors
         xp = namespace_of(x)
-        dy = widen(dy)
-        n = widen(x) * rstd  # recomputed: cheaper than storing it
-        u = xp.tanh(alpha * n)
-        normalized_shape = tuple(x.shape[axes[0] :])
-        dweight = xp.astype(sum_to(dy * u, normalized_shape), weight.dtype) if weight is not None else None
-        # Back through the weight and the tanh: t is the gradient of the tanh's argument, alpha * n.
-        t = (1 - u * u) * (dy * weight if weight is not None else dy)
-        # sum_to sums over every axis for a () alpha, over the leading axes for a per-dim one.
-        dalpha = xp.astype(sum_to(n * t, tuple(alpha.shape)), alpha.dtype)
-        dn = alpha * t
-        # RMSNorm's backward with g = dn: the direct path and the path through rstd.
-        dx = rstd * (dn - n * xp.mean(dn * n, axis=axes, keepdims=True))
-        return xp.astype(dx, x.dtype), dalpha, dweight
+        features = math.prod(x.shape[axes[0] :])
+        x2, dy2, rstd2 = as_rows(x, features), as_rows(dy, features), as_rows(rstd, 1)
+        a, w = _per_feature(alpha, features, x), _per_feature(weight, features, x)
+        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
+
+        def block(start: int, stop: int) -> tuple[Any, Any]:
+            rows = slice(start, stop)
+            dx2[rows, ...], dalpha, dweight = rms_norm_tanh_backward_rows(
+                dy2[rows, ...], x2[rows, ...], a, w, rstd2[rows, ...], out=dx2[rows, ...]
+            )
+            return dalpha, dweight
+
+        partials = for_each_row_block(block, x2)
+        dalpha = sum_partials([p[0] for p in partials], features, x2)  # per feature: the sum over rows of n * t
+        if alpha.ndim == 0:
+            dalpha = xp.sum(dalpha)  # one slope for every feature: the sum over the features too
+        dalpha = xp.reshape(xp.astype(dalpha, alpha.dtype), alpha.shape)
+        dweight = None
+        if weight is not None:
+            dweight = sum_partials([p[1] for p in partials], features, x2)
+            dweight = xp.reshape(xp.astype(dweight, weight.dtype), weight.shape)
+        return xp.reshape(dx2, x.shape), dalpha, dweight
 
 
 def rms_norm_tanh_reference(
