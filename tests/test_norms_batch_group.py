@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynorm as tn
-from tinynorm.norms import _shared
+from tinynorm.norms import _shared, batchnorm
 from tinynorm.norms.batchnorm import BatchNormEvalFunction, BatchNormFunction
 from tinynorm.norms.groupnorm import GroupNormFunction
 from tinynorm.registry import NORMS
@@ -234,6 +234,7 @@ def _step_in_blocks(name, shape, block_bytes, threads, monkeypatch, dtype="float
     monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(_shared, "THREADS", threads)
     monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(batchnorm, "LONG_RUN", 1)  # BatchNorm: the channels-as-rows path, even for short L
     module, _ = NORMS[name].build("3d", dtype=dtype)
     x = tn.tensor(3 + _rand(0, *shape), dtype=dtype, requires_grad=True)
     y = module(x)
@@ -257,6 +258,30 @@ def test_blocked_float16_is_normalized_in_float32(name, shape, monkeypatch):
     y64 = _step_in_blocks(name, shape, 1, 2, monkeypatch)[0]
     assert y16.dtype == np.float16
     np.testing.assert_allclose(y16, y64, atol=3e-3 * np.abs(y64).max())
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (5, 2, 7), (2, 3, 70)])
+def test_batchnorm_columns_and_channel_rows_paths_agree_to_1e12(shape, backend, monkeypatch):
+    # Short runs of L reduce down the batch axes; long ones copy channels into rows. Same numbers.
+    results = []
+    for long_run in (1, 10**9):
+        monkeypatch.setattr(batchnorm, "LONG_RUN", long_run)
+        module = tn.nn.BatchNorm1d(shape[1])
+        module.weight.data = module.weight.data + 0.5
+        x = tn.tensor(3 + _rand(0, *shape), requires_grad=True)
+        module(x).backward(tn.tensor(_rand(1, *shape)))
+        results.append(
+            [x.grad, module.weight.grad, module.bias.grad, module.running_mean.data, module.running_var.data]
+        )
+    for a, b in zip(*results):
+        np.testing.assert_allclose(tn.backend.to_numpy(a), tn.backend.to_numpy(b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["2d", "3d"])
+def test_batchnorm_channel_rows_path_passes_gradcheck(case, monkeypatch):
+    monkeypatch.setattr(batchnorm, "LONG_RUN", 1)
+    module, x = NORMS["batchnorm1d"].build(case)
+    assert tn.gradcheck(module, x)
 
 
 # ---- bad input ------------------------------------------------------------------------------------------

@@ -43,11 +43,17 @@ every mean and sum over ``(N, L)``, per channel:
     dweight = sum of dy * xhat
     dbias   = sum of dy
 
-Training mode is InstanceNorm of the transpose: the ``M`` values of channel ``c`` are
-the ``c``-th channel of one sample of shape ``(1, C, N * L)``, so both passes are
-GroupNorm's formulas with ``G = C`` (``groupnorm.group_norm_rows`` and
-``group_norm_backward_rows``, whose ``dx`` is LayerNorm's), run on blocks of channels
-copied into rows (``channel_rows``): a transpose the size of a cache, not of ``x``.
+How the training-mode passes visit memory depends on ``L``. The formulas above, with
+their means over the batch axes, are ``batch_norm_columns`` and
+``batch_norm_backward_columns``: the direct way, used when ``L`` is short (``(N, C)``
+input above all), where a channel's values lie ``C`` elements apart and NumPy reduces
+down axis 0 at full speed. For long ``L``, training mode is InstanceNorm of the
+transpose: the ``M`` values of channel ``c`` are the ``c``-th channel of one sample of
+shape ``(1, C, N * L)``, so both passes are GroupNorm's formulas with ``G = C``
+(``groupnorm.group_norm_rows`` and ``group_norm_backward_rows``, whose ``dx`` is
+LayerNorm's), run on blocks of channels copied into rows (``channel_rows``): a transpose
+the size of a cache, not of ``x``, that pays only when each channel's runs of ``L``
+values are long.
 
 Saved for backward: ``x`` and the per-channel ``mean`` and ``rstd``; ``xhat`` is
 recomputed. Updating the running statistics reads ``x`` once more, block by block
@@ -72,13 +78,18 @@ from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, tensor, zeros
 from ._shared import (
     NormModule,
+    add_,
     as_rows,
+    centered_mean_rstd,
     check_eps,
     check_input,
     check_param,
     for_each_row_block,
+    in_compute_dtype,
+    mul_,
     row_mean,
     row_mean_of_product,
+    sub_,
     widen,
 )
 from .groupnorm import as_channels, group_norm_backward_rows, group_norm_rows
@@ -97,9 +108,11 @@ def channel_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _affine(xp: Any, xhat: Any, weight: Any, bias: Any) -> Any:
+    """``xhat * weight + bias``, per channel, written into ``xhat``'s memory (a fresh array in
+    both callers) where the backend allows it."""
     shape = channel_shape(tuple(xhat.shape))
-    y = xhat * xp.reshape(weight, shape) if weight is not None else xhat
-    return y + xp.reshape(bias, shape) if bias is not None else y
+    y = xhat if weight is None else mul_(xhat, xp.reshape(in_compute_dtype(weight, xhat), shape), out=xhat)
+    return y if bias is None else add_(y, xp.reshape(in_compute_dtype(bias, xhat), shape), out=y)
 
 
 def _param_grads(xp: Any, dy: Any, xhat: Any, weight: Any, bias_dtype: Any) -> tuple[Any, Any]:
@@ -114,7 +127,36 @@ def _param_grads(xp: Any, dy: Any, xhat: Any, weight: Any, bias_dtype: Any) -> t
     return dweight, dbias
 
 
-# ---- training mode: InstanceNorm of the transpose ----------------------------------------------
+# ---- training mode, short L: the formulas as written, means over the batch axes ------------------
+# Copying a channel's values into a row would cost more than it saves when they come in runs of
+# L < LONG_RUN elements; (N, C) input, L = 1, is the common case.
+LONG_RUN = 64
+
+
+def batch_norm_columns(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
+    """Forward on ``(N, C, *)``: ``y`` and the per-channel ``mean`` and ``rstd`` (``(1, C, 1, ...)``)."""
+    xp = namespace_of(x)
+    mean, rstd, centered = centered_mean_rstd(widen(x), batch_axes(x.ndim), eps)
+    y = _affine(xp, mul_(centered, rstd, out=centered), weight, bias)
+    return xp.astype(y, x.dtype, copy=False), mean, rstd
+
+
+def batch_norm_backward_columns(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, bias_dtype: Any) -> tuple:
+    """Backward on ``(N, C, *)``: ``dx``, ``dweight``, ``dbias``, every mean over the batch axes."""
+    xp = namespace_of(x)
+    axes, dy = batch_axes(x.ndim), widen(dy)
+    centered = widen(x) - mean
+    xhat = mul_(centered, rstd, out=centered)
+    g = dy * xp.reshape(in_compute_dtype(weight, x), channel_shape(tuple(x.shape))) if weight is not None else dy
+    dweight, dbias = _param_grads(xp, dy, xhat, weight, bias_dtype)
+    # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), built in xhat's memory.
+    dx = mul_(xhat, xp.mean(g * xhat, axis=axes, keepdims=True), out=xhat)
+    dx = add_(dx, xp.mean(g, axis=axes, keepdims=True), out=dx)
+    dx = mul_(sub_(g, dx, out=dx), rstd, out=dx)
+    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+
+
+# ---- training mode, long L: InstanceNorm of the transpose -----------------------------------------
 # The C channels of (N, C, L), each taken as one row of its N * L values, are the channels of
 # one sample of shape (1, C, N * L): BatchNorm of x is InstanceNorm (GroupNorm with G = C) of that
 # transpose, so the training-mode formulas are GroupNorm's, run on blocks of channels. A block is
@@ -155,6 +197,10 @@ class BatchNormFunction(Function):
         xp = namespace_of(x)
         channels = x.shape[1]
         x3 = as_channel_first(x)
+        if x3.shape[2] < LONG_RUN:
+            y, mean, rstd = batch_norm_columns(x, weight, bias, eps)
+            ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, mean, rstd)
+            return y
         w, b = as_channels(weight), as_channels(bias)
         y3 = xp.empty(x3.shape, dtype=x.dtype)
         mean = xp.empty((channels, 1), dtype=compute_dtype(x.dtype, xp))
@@ -181,6 +227,8 @@ class BatchNormFunction(Function):
         x, weight, bias_dtype, mean, rstd = ctx.saved_tensors
         xp = namespace_of(x)
         x3, dy3, w = as_channel_first(x), as_channel_first(dy), as_channels(weight)
+        if x3.shape[2] < LONG_RUN:
+            return batch_norm_backward_columns(dy, x, weight, mean, rstd, bias_dtype)
         mean, rstd = as_rows(mean, 1), as_rows(rstd, 1)
         dx3 = xp.empty(x3.shape, dtype=x.dtype)
 
@@ -243,8 +291,25 @@ def update_running_stats(x: Tensor, running_mean: Tensor, running_var: Tensor, m
     xp = x.xp
     x3 = as_channel_first(x.data)
     count = x.size // x.shape[1]
-    mean = xp.empty((x.shape[1], 1), dtype=compute_dtype(x.dtype, xp))
-    var_unbiased = xp.empty((x.shape[1], 1), dtype=compute_dtype(x.dtype, xp))
+    if x3.shape[2] < LONG_RUN:  # short runs: reduce down the batch axes directly
+        x3 = widen(x3)
+        mean = xp.mean(x3, axis=(0, 2), keepdims=True)
+        centered = x3 - mean  # two-pass, as everywhere
+        var_unbiased = xp.sum(centered * centered, axis=(0, 2)) / (count - 1)
+    else:
+        mean, var_unbiased = _channel_stats_by_rows(x3, count)
+    mean, var_unbiased = xp.reshape(mean, (x.shape[1],)), xp.reshape(var_unbiased, (x.shape[1],))
+    new_mean = (1 - momentum) * running_mean.data + momentum * mean
+    new_var = (1 - momentum) * running_var.data + momentum * var_unbiased
+    running_mean.data = xp.astype(new_mean, running_mean.dtype)
+    running_var.data = xp.astype(new_var, running_var.dtype)
+
+
+def _channel_stats_by_rows(x3: Any, count: int) -> tuple[Any, Any]:
+    """Per-channel mean and unbiased variance of ``(N, C, L)``, channels copied into rows block by block."""
+    xp = namespace_of(x3)
+    mean = xp.empty((x3.shape[1], 1), dtype=compute_dtype(x3.dtype, xp))
+    var_unbiased = xp.empty((x3.shape[1], 1), dtype=compute_dtype(x3.dtype, xp))
 
     def block(start: int, stop: int) -> None:
         rows = widen(channel_rows(x3, start, stop)[0, ...])  # (channels, N * L)
@@ -253,11 +318,7 @@ def update_running_stats(x: Tensor, running_mean: Tensor, running_var: Tensor, m
         var_unbiased[start:stop, ...] = row_mean_of_product(xp, centered, centered, (1,)) * (count / (count - 1))
 
     for_each_channel_block(block, x3)
-    mean, var_unbiased = xp.reshape(mean, (x.shape[1],)), xp.reshape(var_unbiased, (x.shape[1],))
-    new_mean = (1 - momentum) * running_mean.data + momentum * mean
-    new_var = (1 - momentum) * running_var.data + momentum * var_unbiased
-    running_mean.data = xp.astype(new_mean, running_mean.dtype)
-    running_var.data = xp.astype(new_var, running_var.dtype)
+    return mean, var_unbiased
 
 
 def batch_norm_reference(
