@@ -74,8 +74,8 @@ def variants(rows: int, features: int, repeats: int) -> tuple[str, list[dict[str
     header += ["peak ratio", "expl extra/x"]
     title = "(a) explicit backward vs autograd reference, fwd+bwd, float32"
     note = (
-        "peak: tracemalloc's peak above the memory live before the step, in units of x's size (it includes the\n"
-        "engine's copy of dy, 1 x); extra: peak minus the output y and the gradient dx (2 x), which any fwd+bwd holds\n"
+        "peak: tracemalloc's peak above the memory live before the step (x and dy), in units of x's size;\n"
+        "extra: peak minus the output y and the gradient dx (2 x), which any fwd+bwd holds\n"
     )
     return table(title, header, rows_out) + note, results
 
