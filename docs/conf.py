@@ -19,7 +19,8 @@ sys.path.insert(0, str(DOCS / "_ext"))
 # The notebooks run in a kernel started by myst-nb: it inherits this environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("TINYNORM_FAST", "1")  # the notebooks' short CI configuration
-os.environ.setdefault("MPLBACKEND", "Agg")
+# No MPLBACKEND here: the kernels' own inline backend is what puts the figures into the pages.
+os.environ.pop("MPLBACKEND", None)
 
 import tinynorm_docs  # noqa: E402
 
