@@ -260,6 +260,19 @@ def sub_(a: Any, b: Any, out: Any) -> Any:
     return _into("subtract", a, b, out)
 
 
+def normalize_rows(values: Any, scale: Any, weight: Any, bias: Any, out: Any = None) -> Any:
+    """``values * scale * weight + bias``: the last step of every row norm's forward, where
+    ``values`` is ``x`` or ``x - mean``, ``scale`` the per-row ``rstd`` (or a power of it),
+    and ``weight``/``bias`` act per feature (either may be ``None``). Written into ``out``,
+    then into that same memory, where the backend allows it."""
+    y = mul_(values, scale, out=out)
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return y
+
+
 # Row blocks. A fwd+bwd walks each row a dozen times (sum, centre, square, scale, ...).
 # Done on the whole array, every walk streams it from main memory; done on a block of rows
 # small enough to stay in a core's L2 cache, only the first walk does. The block's

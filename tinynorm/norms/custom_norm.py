@@ -92,6 +92,7 @@ from ._shared import (
     feature_axes,
     for_each_row_block,
     mul_,
+    normalize_rows,
     row_mean,
     row_mean_of_product,
     sub_,
@@ -133,11 +134,7 @@ def dynamic_range_norm_rows(
     """
     xp = namespace_of(x)
     mean, rstd, centered = centered_mean_rstd(widen(x), (1,), eps, correction)  # centered: a new array
-    y = mul_(centered, rstd**p, out=out)  # (x - mean) * gain
-    if weight is not None:
-        y = mul_(y, weight, out=y)
-    if bias is not None:
-        y = add_(y, bias, out=y)
+    y = normalize_rows(centered, rstd**p, weight, bias, out=out)  # (x - mean) * gain * weight + bias
     return xp.astype(y, x.dtype, copy=False), mean, rstd
 
 

@@ -59,6 +59,7 @@ from ._shared import (
     for_each_row_block,
     fused_kernels,
     mul_,
+    normalize_rows,
     row_mean,
     row_mean_of_product,
     sub_,
@@ -78,11 +79,7 @@ def layer_norm_rows(x: Any, weight: Any, bias: Any, eps: float, out: Any = None)
     xp = namespace_of(x)
     xw = widen(x)
     mean, rstd, centered = centered_mean_rstd(xw, (1,), eps)  # centered = xw - mean, a new array
-    y = mul_(centered, rstd, out=out)  # y = (xw - mean) * rstd; mul_, add_ write into out= where allowed
-    if weight is not None:
-        y = mul_(y, weight, out=y)
-    if bias is not None:
-        y = add_(y, bias, out=y)
+    y = normalize_rows(centered, rstd, weight, bias, out=out)  # y = (xw - mean) * rstd * weight + bias
     return xp.astype(y, x.dtype, copy=False), mean, rstd
 
 

@@ -55,7 +55,6 @@ from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
-    add_,
     as_rows,
     as_shape,
     check_eps,
@@ -64,6 +63,7 @@ from ._shared import (
     for_each_row_block,
     in_compute_dtype,
     mul_,
+    normalize_rows,
     rms_rstd,
     row_mean_of_product,
     sub_,
@@ -99,11 +99,7 @@ def partial_rms_norm_rows(x: Any, weight: Any, bias: Any, k: int, eps: float, ou
     xp = namespace_of(x)
     xw = widen(x)
     rstd = rms_rstd(xw[:, :k], (1,), eps)  # the statistic sees the first k features
-    y = mul_(xw, rstd, out=out)  # ... and divides all of them
-    if weight is not None:
-        y = mul_(y, weight, out=y)
-    if bias is not None:
-        y = add_(y, bias, out=y)
+    y = normalize_rows(xw, rstd, weight, bias, out=out)  # ... and divides all of them
     return xp.astype(y, x.dtype, copy=False), rstd
 
 

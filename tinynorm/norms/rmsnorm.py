@@ -50,7 +50,6 @@ from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
-    add_,
     as_rows,
     as_shape,
     as_vector,
@@ -61,6 +60,7 @@ from ._shared import (
     for_each_row_block,
     fused_kernels,
     mul_,
+    normalize_rows,
     rms_rstd,
     row_mean_of_product,
     sub_,
@@ -80,11 +80,7 @@ def rms_norm_rows(x: Any, weight: Any, bias: Any, eps: float, out: Any = None) -
     xp = namespace_of(x)
     xw = widen(x)
     rstd = rms_rstd(xw, (1,), eps)
-    y = mul_(xw, rstd, out=out)  # y = xw * rstd; mul_ and add_ write into out= where the backend allows
-    if weight is not None:
-        y = mul_(y, weight, out=y)
-    if bias is not None:
-        y = add_(y, bias, out=y)
+    y = normalize_rows(xw, rstd, weight, bias, out=out)  # y = xw * rstd * weight + bias
     return xp.astype(y, x.dtype, copy=False), rstd
 
 
