@@ -301,14 +301,17 @@ def row_blocks(rows: int, row_bytes: int, block_bytes: int | None = None) -> lis
     return [(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
 
 
-def for_each_row_block(work: Callable[[int, int], Any], x2: Any) -> list[Any]:
+def for_each_row_block(work: Callable[[int, int], Any], x2: Any, row_length: int | None = None) -> list[Any]:
     """Call ``work(start, stop)`` on the row blocks of the 2-D array ``x2``; return the results in order.
+
+    ``row_length`` (default ``x2.shape[1]``) is for an ``x2`` whose rows are spread over
+    more axes, such as BatchNorm's channels: the blocks are sized by it.
 
     On NumPy, with ``THREADS > 1`` and a big enough input, the blocks are split into one
     contiguous run per thread. On CuPy the whole array is one block: a GPU wants one big
     launch, and its kernels have their own cache blocking.
     """
-    rows, n = x2.shape
+    rows, n = x2.shape[0], row_length or x2.shape[1]
     name = backend.backend_of(x2)
     row_bytes = n * max(4, _itemsize(x2))  # float16 is computed in float32
     if name == "cupy":

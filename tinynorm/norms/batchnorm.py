@@ -176,11 +176,10 @@ def put_channel_rows(x3: Any, start: int, stop: int, rows: Any) -> None:
 
 def for_each_channel_block(work: Callable[[int, int], Any], x3: Any) -> list[Any]:
     """``for_each_row_block`` over the channels of ``(N, C, L)``, the rows of its ``(C, N * L)`` transpose."""
-    xp = namespace_of(x3)
-    samples, channels, length = x3.shape
-    # for_each_row_block reads only its array's shape, dtype and backend: a broadcast view holds no memory.
-    transposed = xp.broadcast_to(xp.zeros((channels, 1), dtype=x3.dtype), (channels, samples * length))
-    return for_each_row_block(work, transposed)
+    samples, _, length = x3.shape
+    # A view with the channels first: its rows are the channels, each of samples * length values.
+    channels_first = namespace_of(x3).permute_dims(x3, (1, 0, 2))
+    return for_each_row_block(work, channels_first, row_length=samples * length)
 
 
 def as_channel_first(x: Any) -> Any:
