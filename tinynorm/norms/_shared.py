@@ -2,9 +2,10 @@
 statistics computed safely (float16 widened, two-pass variance, no overflow), and the
 few tricks that make the explicit backwards fast without hiding their formulas:
 
-* in-place arithmetic on temporaries (``mul_``, ``add_``, ``rsub_``), which falls back to
+* in-place arithmetic on temporaries (``mul_``, ``add_``, ``sub_``), which falls back to
   plain operators where the backend has no ``out=`` (array_api_strict);
-* per-row dot products with ``vecdot`` (one pass, no ``a * b`` temporary);
+* per-row dot products with ``vecdot`` (one pass, no ``a * b`` temporary), and sums
+  over rows or columns as matrix-vector products (``column_sums``, ``row_sums``);
 * rows processed in cache-sized blocks, on every core (``for_each_row_block``);
 * on CuPy, the fused CUDA kernels of ``tinynorm.kernels.cupy_fused`` (``fused_kernels``).
 """
@@ -145,6 +146,30 @@ def row_mean_of_product(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> Any:
     return xp.mean(a * b, axis=axes, keepdims=True)
 
 
+def row_sums(xp: Any, a: Any, weights: Any = None) -> Any:
+    """Per-row sums of the 2-D ``a`` ``(rows, N)``, each column first multiplied by
+    ``weights`` ``(N,)`` if given, as a ``(rows, 1)`` column: ``sum(a * weights, axis=1)``.
+
+    Computed as the matrix-vector product ``a @ weights``: BLAS reads ``a`` once and never
+    stores ``a * weights`` (measured on a (64, 4096) float32 block: 15 us, against 38 us
+    for the product alone).
+    """
+    weights = xp.ones(a.shape[1], dtype=a.dtype) if weights is None else weights
+    return xp.expand_dims(a @ weights, axis=-1)
+
+
+def column_sums(xp: Any, a: Any, weights: Any = None) -> Any:
+    """Per-column sums of the 2-D ``a`` ``(rows, N)``, each row first multiplied by
+    ``weights`` (``(rows,)`` or ``(rows, 1)``) if given: ``sum(a * weights, axis=0)``, ``(N,)``.
+
+    The parameter gradients are such sums over every row. Computed as the vector-matrix
+    product ``weights @ a`` (measured: 14 us on a (64, 4096) float32 block, against 25 us
+    for ``sum(a, axis=0)``; and no ``a * weights`` temporary).
+    """
+    weights = xp.ones(a.shape[0], dtype=a.dtype) if weights is None else xp.reshape(weights, (a.shape[0],))
+    return weights @ a
+
+
 def row_mean(xp: Any, a: Any, axes: tuple[int, ...]) -> Any:
     """``mean(a)`` over ``axes`` (``keepdims``): over the last axis, a dot product with ones."""
     if tuple(axes) == (a.ndim - 1,) and hasattr(xp, "vecdot"):
@@ -186,9 +211,12 @@ def mean_rstd(x: Any, axes: tuple[int, ...], eps: float, correction: int = 0) ->
     return mean, rstd
 
 
-def centered_mean_rstd(x: Any, axes: tuple[int, ...], eps: float, correction: int = 0) -> tuple[Any, Any, Any]:
+def centered_mean_rstd(
+    x: Any, axes: tuple[int, ...], eps: float, correction: int = 0, out: Any = None
+) -> tuple[Any, Any, Any]:
     """``mean_rstd`` and ``x - mean``, which the two-pass variance computes anyway: a forward
-    that reuses it saves one walk over ``x``. The returned ``x - mean`` is a new array."""
+    that reuses it saves one walk over ``x``. ``x - mean`` is a new array, or ``out`` (memory
+    the caller owns, such as its output block) where the backend allows it."""
     xp = backend.namespace(backend.backend_of(x))
     n = 1
     for ax in axes:
@@ -196,7 +224,7 @@ def centered_mean_rstd(x: Any, axes: tuple[int, ...], eps: float, correction: in
 
     def stats(values: Any) -> tuple[Any, Any, Any]:
         mean = row_mean(xp, values, axes)
-        centered = values - mean
+        centered = sub_(values, mean, out=out)
         var = row_mean_of_product(xp, centered, centered, axes)
         return mean, var if correction == 0 else var * n / (n - correction), centered
 
@@ -210,7 +238,7 @@ def centered_mean_rstd(x: Any, axes: tuple[int, ...], eps: float, correction: in
     mean_scaled, var_scaled, _ = stats(x / scale)
     rstd_scaled = (1 / scale) / xp.sqrt(var_scaled + eps / scale / scale)
     mean = xp.where(bad, mean_scaled * scale, mean)
-    return mean, xp.where(bad, rstd_scaled, rstd), x - mean
+    return mean, xp.where(bad, rstd_scaled, rstd), sub_(x, mean, out=out)
 
 
 # ---- the fast path ------------------------------------------------------------------------
@@ -318,15 +346,36 @@ def for_each_row_block(work: Callable[[int, int], Any], x2: Any, row_length: int
         return [work(0, rows)] if rows else []
     blocks = row_blocks(rows, row_bytes)
     threads = THREADS if name == "numpy" and rows * row_bytes >= PARALLEL_MIN_BYTES else 1
+
+    def run(blocks: list[tuple[int, int]]) -> list[Any]:
+        with _ufunc_buffer_of_one_row(name, n):
+            return [work(start, stop) for start, stop in blocks]
+
     if threads <= 1 or len(blocks) < 2:
-        return [work(start, stop) for start, stop in blocks]
+        return run(blocks)
     runs = [blocks[k * len(blocks) // threads : (k + 1) * len(blocks) // threads] for k in range(threads)]
     # Each thread runs in a copy of the caller's context, so np.errstate(...) applies there too.
-    futures = [
-        _executor(threads).submit(contextvars.copy_context().run, lambda run=run: [work(a, b) for a, b in run])
-        for run in runs
-    ]
+    futures = [_executor(threads).submit(contextvars.copy_context().run, run, part) for part in runs]
     return [result for future in futures for result in future.result()]
+
+
+@contextlib.contextmanager
+def _ufunc_buffer_of_one_row(name: str, row_length: int) -> Any:
+    """NumPy's ufuncs work through a buffer of ``np.getbufsize()`` (8192) elements. When one
+    operand is broadcast (a per-row ``rstd``, a per-feature ``weight``) and the rows are
+    shorter than the buffer, NumPy 2.4 copies the operands through that buffer instead of
+    reading them in place: ``rows * rstd``
+    on a (64, 4096) float32 block ran at 210 ps per element against 100 with a buffer of at
+    most one row (NumPy issue 13307; NumPy PR 32595 removes the refill in later versions).
+    So blocks run with a buffer of one row; below 256 elements the default was faster.
+    ``np.errstate()`` scopes the buffer size too, so the caller's setting comes back after.
+    """
+    if name != "numpy" or not 256 <= row_length < np.getbufsize():
+        yield
+        return
+    with np.errstate():
+        np.setbufsize(row_length - row_length % 16)  # NumPy wants a multiple of 16
+        yield
 
 
 def _itemsize(array: Any) -> int:

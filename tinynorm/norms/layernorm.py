@@ -47,7 +47,6 @@ from ..registry import Case, NormSpec, ParamSpec, register_norm
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
-    add_,
     as_rows,
     as_shape,
     as_vector,
@@ -55,13 +54,13 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    column_sums,
     feature_axes,
     for_each_row_block,
     fused_kernels,
     mul_,
     normalize_rows,
-    row_mean,
-    row_mean_of_product,
+    row_sums,
     sub_,
     sum_partials,
     widen,
@@ -78,8 +77,8 @@ def layer_norm_rows(x: Any, weight: Any, bias: Any, eps: float, out: Any = None)
     """
     xp = namespace_of(x)
     xw = widen(x)
-    mean, rstd, centered = centered_mean_rstd(xw, (1,), eps)  # centered = xw - mean, a new array
-    y = normalize_rows(centered, rstd, weight, bias, out=out)  # y = (xw - mean) * rstd * weight + bias
+    mean, rstd, centered = centered_mean_rstd(xw, (1,), eps, out=out)  # centered = xw - mean, in y's memory
+    y = normalize_rows(centered, rstd, weight, bias, out=centered)  # y = (xw - mean) * rstd * weight + bias
     return xp.astype(y, x.dtype, copy=False), mean, rstd
 
 
@@ -88,22 +87,28 @@ def layer_norm_backward_rows(
 ) -> tuple[Any, Any, Any]:
     """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dweight`` and ``dbias``.
 
-    ``out``, if given, is memory ``dx`` may be written into (the caller's output block).
+    The formulas of the module docstring, with one saving: ``xhat = centered * rstd`` is never
+    stored. ``rstd`` is one number per row, so it comes out of every sum and is applied to
+    the few per-row results instead of to a whole array. Every sum is a matrix-vector product
+    (``row_sums``, ``column_sums``). ``out``, if given, is memory ``dx`` may be written into.
     """
     xp = namespace_of(x)
+    n = x.shape[1]
     dy = widen(dy)
-    xhat = widen(x) - mean  # recomputed: cheaper than storing it
-    xhat = mul_(xhat, rstd, out=xhat)
-    g = dy * weight if weight is not None else dy
+    centered = widen(x) - mean  # recomputed: cheaper than storing it
+    dy_centered = dy * centered  # dy * xhat / rstd
     # Parameter gradients: every row contributes; the caller adds up the blocks' shares.
-    dweight = xp.sum(dy * xhat, axis=0) if weight is not None else None
-    dbias = xp.sum(dy, axis=0) if with_bias else None
-    # Three terms: the direct path, the path through the mean, the path through rstd:
-    #   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  built in xhat's memory (not needed after).
-    dx = mul_(xhat, row_mean_of_product(xp, g, xhat, (1,)), out=xhat)  # xhat * mean(g * xhat)
-    dx = add_(dx, row_mean(xp, g, (1,)), out=dx)  # ... + mean(g)
-    dx = sub_(g, dx, out=dx)  # g - mean(g) - xhat * mean(g * xhat)
-    dx = mul_(dx, rstd, out=out)
+    dweight = column_sums(xp, dy_centered, rstd) if weight is not None else None  # sum of dy * xhat
+    dbias = column_sums(xp, dy) if with_bias else None  # sum of dy
+    # The formula's two per-row means, with g = dy * weight:
+    mean_g = row_sums(xp, dy, weight) / n
+    mean_g_xhat = row_sums(xp, dy_centered, weight) * (rstd / n)
+    # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat * mean(g * xhat) being
+    # centered * (rstd * mean(g * xhat)); built in dx's memory and centered's (not needed after).
+    g = mul_(dy, weight, out=out) if weight is not None else dy
+    dx = sub_(g, mean_g, out=out)  # g - mean(g)
+    dx = sub_(dx, mul_(centered, rstd * mean_g_xhat, out=centered), out=dx)  # ... - xhat * mean(g * xhat)
+    dx = mul_(dx, rstd, out=dx)
     return xp.astype(dx, x.dtype, copy=False), dweight, dbias
 
 
