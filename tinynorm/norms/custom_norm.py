@@ -89,6 +89,7 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    column_sums,
     feature_axes,
     for_each_row_block,
     mul_,
@@ -152,11 +153,9 @@ def dynamic_range_norm_backward_rows(
     xhat = widen(x) - mean  # recomputed: cheaper than storing it
     xhat = mul_(xhat, rstd, out=xhat)  # LayerNorm's normalized input, O(1) even for huge rows
     g = dy * weight if weight is not None else dy
-    dweight = None
-    if weight is not None:
-        dy_xhat = dy * xhat
-        dweight = xp.sum(mul_(dy_xhat, gain / rstd, out=dy_xhat), axis=0)  # dy * yhat, yhat = xhat * gain / rstd
-    dbias = xp.sum(dy, axis=0) if with_bias else None
+    # dweight sums dy * yhat, yhat = xhat * (gain / rstd): a per-row factor, so a weighted column sum.
+    dweight = column_sums(xp, dy * xhat, gain / rstd) if weight is not None else None
+    dbias = column_sums(xp, dy) if with_bias else None
     proj = row_mean_of_product(xp, g, xhat, (1,)) * x.shape[1]  # sum(g * xhat)
     # The direct path and the path through the mean give gain * (g - mean(g)); the path through
     # the variance is weighted by p and uses the variance's divisor D:

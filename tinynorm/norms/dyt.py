@@ -53,6 +53,7 @@ from ._shared import (
     as_vector,
     check_input,
     check_param,
+    column_sums,
     for_each_row_block,
     in_compute_dtype,
     mul_,
@@ -84,8 +85,8 @@ def dyt_backward_rows(
     xp = namespace_of(x)
     dy, xw = widen(dy), widen(x)
     t = xp.tanh(mul_(xw, alpha, out=out))  # recomputed (dx's memory is free until the end)
-    dweight = xp.sum(dy * t, axis=0) if weight is not None else None
-    dbias = xp.sum(dy, axis=0) if with_bias else None
+    dweight = column_sums(xp, dy * t) if weight is not None else None
+    dbias = column_sums(xp, dy) if with_bias else None
     dt = 1 - mul_(t, t, out=t)  # tanh' = 1 - tanh**2
     dt = mul_(dt, dy, out=dt)
     if weight is not None:

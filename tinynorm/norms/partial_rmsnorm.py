@@ -60,6 +60,7 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    column_sums,
     for_each_row_block,
     in_compute_dtype,
     mul_,
@@ -112,8 +113,8 @@ def partial_rms_norm_backward_rows(
     dy = widen(dy)
     xhat = widen(x) * rstd  # recomputed: cheaper than storing it
     g = dy * weight if weight is not None else dy
-    dweight = xp.sum(dy * xhat, axis=0) if weight is not None else None
-    dbias = xp.sum(dy, axis=0) if with_bias else None
+    dweight = column_sums(xp, dy * xhat) if weight is not None else None
+    dbias = column_sums(xp, dy) if with_bias else None
     # Every feature feeds rstd's path through its g * xhat, but only the first k feed rstd itself:
     #   dx = rstd * (g - in_stat * xhat * sum(g * xhat) / k),  built in xhat's memory.
     projection = row_mean_of_product(xp, g, xhat, (1,)) * (n / k)  # sum(g * xhat) / k

@@ -56,6 +56,7 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    column_sums,
     feature_axes,
     for_each_row_block,
     fused_kernels,
@@ -96,8 +97,8 @@ def rms_norm_backward_rows(
     xhat = widen(x) * rstd  # recomputed: cheaper than storing it
     g = dy * weight if weight is not None else dy
     # Parameter gradients: every row contributes; the caller adds up the blocks' shares.
-    dweight = xp.sum(dy * xhat, axis=0) if weight is not None else None
-    dbias = xp.sum(dy, axis=0) if with_bias else None
+    dweight = column_sums(xp, dy * xhat) if weight is not None else None
+    dbias = column_sums(xp, dy) if with_bias else None
     dx = rms_norm_dx(g, xhat, rstd, out=out)
     return xp.astype(dx, x.dtype, copy=False), dweight, dbias
 

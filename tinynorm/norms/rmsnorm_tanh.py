@@ -64,6 +64,7 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    column_sums,
     feature_axes,
     for_each_row_block,
     in_compute_dtype,
@@ -107,13 +108,13 @@ def rms_norm_tanh_backward_rows(
     dy = widen(dy)
     n = widen(x) * rstd  # recomputed: cheaper than storing it
     u = xp.tanh(mul_(n, alpha, out=out))  # tanh(alpha * n); dx's memory is free until the end
-    dweight = xp.sum(dy * u, axis=0) if weight is not None else None
+    dweight = column_sums(xp, dy * u) if weight is not None else None
     # Back through the weight and the tanh: t is the gradient of the tanh's argument, alpha * n.
     t = 1 - mul_(u, u, out=u)  # tanh' = 1 - u**2
     t = mul_(t, dy, out=t)
     if weight is not None:
         t = mul_(t, weight, out=t)  # t = (1 - u**2) * dy * weight
-    dalpha = xp.sum(n * t, axis=0)
+    dalpha = column_sums(xp, n * t)
     dn = mul_(t, alpha, out=t)
     # RMSNorm's backward with g = dn: rstd * (dn - n * mean(dn * n)).
     dx = rms_norm_dx(dn, n, rstd, out=out)
