@@ -59,6 +59,7 @@ from ._shared import (
     mul_,
     row_mean_of_product,
     sum_partials,
+    tanh_,
     widen,
 )
 
@@ -69,7 +70,8 @@ __all__ = ["DyT"]
 def dyt_rows(x: Any, alpha: Any, weight: Any, bias: Any, out: Any = None) -> Any:
     """Forward on rows ``x`` of shape ``(rows, N)``; ``out``, if given, is memory ``y`` may be written into."""
     xp = namespace_of(x)
-    y = xp.tanh(mul_(widen(x), alpha, out=out))  # t = tanh(alpha * x)
+    y = mul_(widen(x), alpha, out=out)
+    y = tanh_(y, out=y)  # t = tanh(alpha * x)
     if weight is not None:
         y = mul_(y, weight, out=out)
     if bias is not None:
@@ -84,7 +86,8 @@ def dyt_backward_rows(
     ``dweight`` and ``dbias`` (sums over the rows, shape ``(N,)``)."""
     xp = namespace_of(x)
     dy, xw = widen(dy), widen(x)
-    t = xp.tanh(mul_(xw, alpha, out=out))  # recomputed (dx's memory is free until the end)
+    t = mul_(xw, alpha, out=out)
+    t = tanh_(t, out=t)  # recomputed (dx's memory is free until the end)
     dweight = column_sums(xp, dy * t) if weight is not None else None
     dbias = column_sums(xp, dy) if with_bias else None
     dt = 1 - mul_(t, t, out=t)  # tanh' = 1 - tanh**2

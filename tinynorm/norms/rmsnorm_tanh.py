@@ -71,6 +71,7 @@ from ._shared import (
     mul_,
     rms_rstd,
     sum_partials,
+    tanh_,
     widen,
 )
 from .rmsnorm import rms_norm_dx
@@ -90,7 +91,8 @@ def rms_norm_tanh_rows(x: Any, alpha: Any, weight: Any, eps: float, out: Any = N
     xw = widen(x)
     rstd = rms_rstd(xw, (1,), eps)
     n = mul_(xw, rstd, out=out)  # n = x * rstd
-    y = xp.tanh(mul_(n, alpha, out=n))  # tanh(alpha * n)
+    y = mul_(n, alpha, out=n)
+    y = tanh_(y, out=y)  # tanh(alpha * n)
     if weight is not None:
         y = mul_(y, weight, out=y)
     return xp.astype(y, x.dtype, copy=False), rstd
@@ -107,7 +109,8 @@ def rms_norm_tanh_backward_rows(
     xp = namespace_of(x)
     dy = widen(dy)
     n = widen(x) * rstd  # recomputed: cheaper than storing it
-    u = xp.tanh(mul_(n, alpha, out=out))  # tanh(alpha * n); dx's memory is free until the end
+    u = mul_(n, alpha, out=out)
+    u = tanh_(u, out=u)  # tanh(alpha * n); dx's memory is free until the end
     dweight = column_sums(xp, dy * u) if weight is not None else None
     # Back through the weight and the tanh: t is the gradient of the tanh's argument, alpha * n.
     t = 1 - mul_(u, u, out=u)  # tanh' = 1 - u**2
