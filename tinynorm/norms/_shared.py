@@ -142,7 +142,8 @@ def row_mean_of_product(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> Any:
     for ax in axes:
         n *= a.shape[ax]
     if tuple(axes) == (a.ndim - 1,) and hasattr(xp, "vecdot"):
-        return xp.expand_dims(xp.vecdot(a, b, axis=-1), axis=-1) / n
+        sums = xp.vecdot(a, b, axis=-1)
+        return xp.reshape(sums, (*sums.shape, 1)) / n
     return xp.mean(a * b, axis=axes, keepdims=True)
 
 
@@ -155,7 +156,7 @@ def row_sums(xp: Any, a: Any, weights: Any = None) -> Any:
     for the product alone).
     """
     weights = xp.ones(a.shape[1], dtype=a.dtype) if weights is None else weights
-    return xp.expand_dims(a @ weights, axis=-1)
+    return xp.reshape(a @ weights, (a.shape[0], 1))
 
 
 def column_sums(xp: Any, a: Any, weights: Any = None) -> Any:
@@ -249,24 +250,32 @@ def centered_mean_rstd(
 _HAS_OUT = ("numpy", "cupy")
 
 
-def _writable(out: Any, a: Any, b: Any) -> bool:
-    """``out=`` is safe when ``out`` belongs to a backend with ``out=`` and already has the
-    result's shape and dtype (otherwise NumPy would cast, or refuse)."""
+def _namespace_for_out(out: Any, a: Any, b: Any) -> Any:
+    """The namespace to compute ``op(a, b, out=out)`` with, or ``None`` where that is not safe.
+
+    ``out=`` is safe when ``out`` belongs to a backend with ``out=`` and already has the
+    result's shape and dtype (otherwise NumPy would cast, or refuse).
+    """
     name = backend.backend_of_or_none(out)
     if name not in _HAS_OUT:
-        return False
+        return None
     xp = backend.namespace(name)
+    # The common case (out is a itself or the caller's block, b a per-row or per-feature array
+    # of the same dtype), decided from attributes alone: this check runs for every operation
+    # of every block, and the general one below cost 2 us, ~10% of a LayerNorm fwd+bwd at
+    # 8192x4096 on 2 threads. (Were b the bigger operand, NumPy would raise, not cast.)
+    if out.shape == a.shape and out.dtype == a.dtype and getattr(b, "dtype", None) == out.dtype:
+        return xp
     shape = np.broadcast_shapes(tuple(a.shape), tuple(getattr(b, "shape", ())))
-    return xp.result_type(a, b) == out.dtype and shape == tuple(out.shape)
+    return xp if xp.result_type(a, b) == out.dtype and shape == tuple(out.shape) else None
 
 
 _OPERATORS = {"multiply": operator.mul, "add": operator.add, "subtract": operator.sub}
 
 
 def _into(op: str, a: Any, b: Any, out: Any) -> Any:
-    if out is not None and _writable(out, a, b):
-        return getattr(backend.namespace(backend.backend_of(out)), op)(a, b, out=out)
-    return _OPERATORS[op](a, b)
+    xp = None if out is None else _namespace_for_out(out, a, b)
+    return _OPERATORS[op](a, b) if xp is None else getattr(xp, op)(a, b, out=out)
 
 
 def mul_(a: Any, b: Any, out: Any) -> Any:
@@ -290,10 +299,8 @@ def sub_(a: Any, b: Any, out: Any) -> Any:
 
 def tanh_(a: Any, out: Any) -> Any:
     """``tanh(a)``, written into ``out`` where the backend allows it (see ``mul_``)."""
-    xp = backend.namespace(backend.backend_of(a))
-    if out is not None and _writable(out, a, a):
-        return xp.tanh(a, out=out)
-    return xp.tanh(a)
+    xp = None if out is None else _namespace_for_out(out, a, a)
+    return backend.namespace(backend.backend_of(a)).tanh(a) if xp is None else xp.tanh(a, out=out)
 
 
 def normalize_rows(values: Any, scale: Any, weight: Any, bias: Any, out: Any = None) -> Any:
