@@ -229,12 +229,15 @@ def test_groupnorm_dx_sums_to_zero_per_group(n, groups, per_group, length, seed)
 
 
 # ---- blocks of samples (GroupNorm) and of channels (BatchNorm) ------------------------------------
-def _step_in_blocks(name, shape, block_bytes, threads, monkeypatch, dtype="float64"):
-    """y, every gradient and (BatchNorm) the running statistics, with blocks of ``block_bytes``."""
+def _step_in_blocks(name, shape, block_bytes, threads, monkeypatch, dtype="float64", long_run=1):
+    """y, every gradient and (BatchNorm) the running statistics, with blocks of ``block_bytes``.
+
+    BatchNorm takes the channels-as-rows path with ``long_run=1``, the sweeps over blocks of
+    samples with a huge ``long_run``."""
     monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(_shared, "THREADS", threads)
     monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(batchnorm, "LONG_RUN", 1)  # BatchNorm: the channels-as-rows path, even for short L
+    monkeypatch.setattr(batchnorm, "LONG_RUN", long_run)
     module, _ = NORMS[name].build("3d", dtype=dtype)
     x = tn.tensor(3 + _rand(0, *shape), dtype=dtype, requires_grad=True)
     y = module(x)
@@ -244,10 +247,15 @@ def _step_in_blocks(name, shape, block_bytes, threads, monkeypatch, dtype="float
     return [y.numpy()] + grads + buffers
 
 
-@pytest.mark.parametrize(("name", "shape"), [("batchnorm1d", (5, 2, 7)), ("groupnorm", (5, 4, 7))])
-def test_blocked_equals_unblocked_to_1e12(name, shape, backend, monkeypatch):
-    whole = _step_in_blocks(name, shape, 2**62, 1, monkeypatch)
-    one_per_block = _step_in_blocks(name, shape, 1, 2, monkeypatch)  # one channel / one sample per block
+@pytest.mark.parametrize(
+    ("name", "shape", "long_run"),
+    [("batchnorm1d", (5, 2, 7), 1), ("batchnorm1d", (5, 2, 7), 10**9), ("batchnorm1d", (7, 2), 10**9)]
+    + [("groupnorm", (5, 4, 7), 1)],
+)
+def test_blocked_equals_unblocked_to_1e12(name, shape, long_run, backend, monkeypatch):
+    whole = _step_in_blocks(name, shape, 2**62, 1, monkeypatch, long_run=long_run)
+    # one channel (or one sample) per block, on two threads
+    one_per_block = _step_in_blocks(name, shape, 1, 2, monkeypatch, long_run=long_run)
     for a, b in zip(whole, one_per_block):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 

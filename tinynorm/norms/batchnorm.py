@@ -84,12 +84,15 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    column_sums,
     for_each_row_block,
     in_compute_dtype,
     mul_,
+    normalize_rows,
     row_mean,
     row_mean_of_product,
     sub_,
+    sum_partials,
     widen,
 )
 from .groupnorm import as_channels, group_norm_backward_rows, group_norm_rows
@@ -129,31 +132,117 @@ def _param_grads(xp: Any, dy: Any, xhat: Any, weight: Any, bias_dtype: Any) -> t
 
 # ---- training mode, short L: the formulas as written, means over the batch axes ------------------
 # Copying a channel's values into a row would cost more than it saves when they come in runs of
-# L < LONG_RUN elements; (N, C) input, L = 1, is the common case.
+# L < LONG_RUN elements; (N, C) input, L = 1, is the common case. The means are then taken down
+# the batch axis, in sweeps over blocks of whole samples (rows of the (N, C * L) view): each block
+# adds its column sums (``column_sums``), and a per-channel result is the sum of its L columns.
 LONG_RUN = 64
+
+
+def _sample_rows(x: Any) -> Any:
+    """``(N, C, *)`` as ``(N, C * L)``: one row per sample (a view)."""
+    return namespace_of(x).reshape(x, (x.shape[0], -1))
+
+
+def _per_channel(sums: Any, channels: int) -> Any:
+    """Column sums ``(C * L,)`` of the sample rows -> per-channel sums ``(C,)``."""
+    xp = namespace_of(sums)
+    return xp.sum(xp.reshape(sums, (channels, -1)), axis=1)
+
+
+def _along_row(per_channel: Any, row_length: int) -> Any:
+    """A per-channel ``(C,)`` vector laid out along a sample row ``(C * L,)``: each value L times."""
+    xp = namespace_of(per_channel)
+    channels = per_channel.shape[0]
+    column = xp.reshape(per_channel, (channels, 1))
+    return xp.reshape(xp.broadcast_to(column, (channels, row_length // channels)), (row_length,))
+
+
+def _sum_down_samples(work: Callable[[Any], Any], x2: Any, channels: int) -> Any:
+    """Per-channel sum, over every sample block ``rows`` of ``x2``, of ``column_sums(work(rows))``."""
+    partials = for_each_row_block(lambda start, stop: column_sums(namespace_of(x2), work(slice(start, stop))), x2)
+    return _per_channel(sum_partials(partials, x2.shape[1], x2), channels)
+
+
+def batch_mean_var(x: Any) -> tuple[Any, Any]:
+    """Per-channel ``mean`` and biased ``var`` of ``(N, C, *)``, shape ``(C,)``: two sweeps, two-pass."""
+    x2, channels = _sample_rows(x), x.shape[1]
+    count = x2.shape[0] * (x2.shape[1] // channels)
+    mean = _sum_down_samples(lambda rows: widen(x2[rows, ...]), x2, channels) / count
+    mean_row = _along_row(mean, x2.shape[1])
+
+    def squares(rows: Any) -> Any:
+        centered = widen(x2[rows, ...]) - mean_row
+        return mul_(centered, centered, out=centered)
+
+    return mean, _sum_down_samples(squares, x2, channels) / count
 
 
 def batch_norm_columns(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
     """Forward on ``(N, C, *)``: ``y`` and the per-channel ``mean`` and ``rstd`` (``(1, C, 1, ...)``)."""
     xp = namespace_of(x)
-    mean, rstd, centered = centered_mean_rstd(widen(x), batch_axes(x.ndim), eps)
-    y = _affine(xp, mul_(centered, rstd, out=centered), weight, bias)
-    return xp.astype(y, x.dtype, copy=False), mean, rstd
+    stat_shape = (1,) + channel_shape(tuple(x.shape))
+    mean, var = batch_mean_var(x)
+    if not bool(xp.all(xp.isfinite(var))):  # a channel's squares overflowed: the rescue of _shared, on all of x
+        mean, rstd, _ = centered_mean_rstd(widen(x), batch_axes(x.ndim), eps)
+        mean, rstd = xp.reshape(mean, (-1,)), xp.reshape(rstd, (-1,))
+    else:
+        rstd = 1 / xp.sqrt(var + eps)
+    x2 = _sample_rows(x)
+    mean_row = _along_row(mean, x2.shape[1])
+    scale = _along_row(rstd if weight is None else rstd * in_compute_dtype(weight, mean), x2.shape[1])
+    shift = None if bias is None else _along_row(in_compute_dtype(bias, mean), x2.shape[1])
+    y2 = xp.empty(x2.shape, dtype=x.dtype)
+
+    def block(start: int, stop: int) -> None:
+        rows = slice(start, stop)
+        centered = sub_(widen(x2[rows, ...]), mean_row, out=y2[rows, ...])
+        y = normalize_rows(centered, scale, None, shift, out=centered)  # (x - mean) * rstd * weight + bias
+        y2[rows, ...] = xp.astype(y, x.dtype, copy=False)
+
+    for_each_row_block(block, x2)
+    return xp.reshape(y2, x.shape), xp.reshape(mean, stat_shape), xp.reshape(rstd, stat_shape)
 
 
 def batch_norm_backward_columns(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, bias_dtype: Any) -> tuple:
-    """Backward on ``(N, C, *)``: ``dx``, ``dweight``, ``dbias``, every mean over the batch axes."""
+    """Backward on ``(N, C, *)``: ``dx``, ``dweight``, ``dbias``, every mean over the batch axes.
+
+    One sweep gathers the per-channel sums of ``dy`` and ``dy * (x - mean)``; a second writes
+    ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``, ``g = dy * weight``, in which every
+    per-channel factor is known by then:
+
+        dx = (rstd * weight) * dy - rstd * mean(g) - (rstd**2 * mean(g * xhat)) * (x - mean)
+    """
     xp = namespace_of(x)
-    axes, dy = batch_axes(x.ndim), widen(dy)
-    centered = widen(x) - mean
-    xhat = mul_(centered, rstd, out=centered)
-    g = dy * xp.reshape(in_compute_dtype(weight, x), channel_shape(tuple(x.shape))) if weight is not None else dy
-    dweight, dbias = _param_grads(xp, dy, xhat, weight, bias_dtype)
-    # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), built in xhat's memory.
-    dx = mul_(xhat, xp.mean(g * xhat, axis=axes, keepdims=True), out=xhat)
-    dx = add_(dx, xp.mean(g, axis=axes, keepdims=True), out=dx)
-    dx = mul_(sub_(g, dx, out=dx), rstd, out=dx)
-    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+    x2, dy2, channels = _sample_rows(x), _sample_rows(dy), x.shape[1]
+    count = x2.shape[0] * (x2.shape[1] // channels)
+    mean, rstd = xp.reshape(mean, (-1,)), xp.reshape(rstd, (-1,))
+    mean_row = _along_row(mean, x2.shape[1])
+
+    def dy_centered(rows: Any) -> Any:
+        centered = widen(x2[rows, ...]) - mean_row
+        return mul_(centered, widen(dy2[rows, ...]), out=centered)
+
+    sum_dy = _sum_down_samples(lambda rows: widen(dy2[rows, ...]), dy2, channels)
+    sum_dy_xhat = _sum_down_samples(dy_centered, x2, channels) * rstd
+    w = xp.ones_like(rstd) if weight is None else in_compute_dtype(weight, rstd)
+    mean_g, mean_g_xhat = w * sum_dy / count, w * sum_dy_xhat / count
+    dy_factor = _along_row(rstd * w, x2.shape[1])
+    constant = _along_row(rstd * mean_g, x2.shape[1])
+    centered_factor = _along_row(rstd * rstd * mean_g_xhat, x2.shape[1])
+    dx2 = xp.empty(x2.shape, dtype=x.dtype)
+
+    def block(start: int, stop: int) -> None:
+        rows = slice(start, stop)
+        centered = widen(x2[rows, ...]) - mean_row
+        dx = mul_(widen(dy2[rows, ...]), dy_factor, out=dx2[rows, ...])
+        dx = sub_(dx, constant, out=dx)
+        dx = sub_(dx, mul_(centered, centered_factor, out=centered), out=dx)
+        dx2[rows, ...] = xp.astype(dx, x.dtype, copy=False)
+
+    for_each_row_block(block, x2)
+    dweight = None if weight is None else xp.astype(sum_dy_xhat, weight.dtype)
+    dbias = None if bias_dtype is None else xp.astype(sum_dy, bias_dtype)
+    return xp.reshape(dx2, x.shape), dweight, dbias
 
 
 # ---- training mode, long L: InstanceNorm of the transpose -----------------------------------------
@@ -291,10 +380,8 @@ def update_running_stats(x: Tensor, running_mean: Tensor, running_var: Tensor, m
     x3 = as_channel_first(x.data)
     count = x.size // x.shape[1]
     if x3.shape[2] < LONG_RUN:  # short runs: reduce down the batch axes directly
-        x3 = widen(x3)
-        mean = xp.mean(x3, axis=(0, 2), keepdims=True)
-        centered = x3 - mean  # two-pass, as everywhere
-        var_unbiased = xp.sum(centered * centered, axis=(0, 2)) / (count - 1)
+        mean, var = batch_mean_var(x.data)
+        var_unbiased = var * (count / (count - 1))
     else:
         mean, var_unbiased = _channel_stats_by_rows(x3, count)
     mean, var_unbiased = xp.reshape(mean, (x.shape[1],)), xp.reshape(var_unbiased, (x.shape[1],))
