@@ -46,8 +46,10 @@ every mean and sum over ``(N, L)``, per channel:
 How the training-mode passes visit memory depends on ``L``. The formulas above, with
 their means over the batch axes, are ``batch_norm_columns`` and
 ``batch_norm_backward_columns``: the direct way, used when ``L`` is short (``(N, C)``
-input above all), where a channel's values lie ``C`` elements apart and NumPy reduces
-down axis 0 at full speed. For long ``L``, training mode is InstanceNorm of the
+input above all), where a channel's values lie ``C`` elements apart. They sweep over
+blocks of whole samples, each block adding its column sums to the per-channel sums
+(the mean, then the two-pass variance, then ``y``; in the backward, ``sum(dy)`` and
+``sum(dy * (x - mean))``, then ``dx``). For long ``L``, training mode is InstanceNorm of the
 transpose: the ``M`` values of channel ``c`` are the ``c``-th channel of one sample of
 shape ``(1, C, N * L)``, so both passes are GroupNorm's formulas with ``G = C``
 (``groupnorm.group_norm_rows`` and ``group_norm_backward_rows``, whose ``dx`` is
@@ -57,8 +59,8 @@ values are long.
 
 Saved for backward: ``x`` and the per-channel ``mean`` and ``rstd``; ``xhat`` is
 recomputed. Updating the running statistics reads ``x`` once more, block by block
-(PyTorch's kernel fuses it into the forward; here it is a separate function so each
-step reads alone).
+(``batch_mean_var`` for short ``L``; PyTorch's kernel fuses it into the forward; here it
+is a separate function so each step reads alone).
 
 Numerics: float16 input is normalized in float32; the variance is two-pass and
 channels whose statistics overflow are rescued (``_shared.centered_mean_rstd``).

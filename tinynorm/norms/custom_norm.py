@@ -61,7 +61,7 @@ whose statistics overflow are recomputed from ``x / max|x|`` (``_shared.centered
 softplus and sigmoid are evaluated in forms that never overflow.
 
 Speed: as LayerNorm's, the formulas below run on blocks of rows small enough to stay in
-cache, on both cores, writing into memory already allocated where the backend allows it
+cache (on both cores for big inputs), writing into memory already allocated where the backend allows it
 (``_shared.for_each_row_block``, ``mul_``); ``p`` and ``eps`` enter as Python floats, so
 they never promote float32 input to float64.
 """

@@ -37,8 +37,8 @@ Saved for backward: ``x`` and the per-group ``mean`` and ``rstd`` (``(N, G, 1)``
 Numerics: float16 input is normalized in float32; the variance is two-pass and
 groups whose statistics overflow are rescued (``_shared.centered_mean_rstd``).
 
-Speed: the formulas below run on blocks of whole samples small enough to stay in cache,
-on both cores, writing into memory already allocated where the backend allows it, as
+Speed: the formulas below run on blocks of whole samples small enough to stay in cache
+(on both cores for big inputs), writing into memory already allocated where the backend allows it, as
 LayerNorm's do (``_shared.for_each_row_block``, ``mul_``); ``dx`` is computed by
 LayerNorm's own ``layer_norm_backward_rows`` on the group view.
 """

@@ -30,10 +30,11 @@ backward's sums of ``dy * (x - mean)`` stay finite as long as a row's sum does (
 to |x| = 1e30 in float32; PyTorch 2.13's float32 LayerNorm returns NaN gradients there).
 
 Speed (measured by ``python -m benchmarks``): the formulas below are the plain ones,
-applied to blocks of rows small enough to stay in a core's cache, on both cores, with
-results written into memory already allocated where the backend allows it
-(``_shared.for_each_row_block``, ``mul_``). On CuPy both passes are single fused CUDA
-kernels instead (``tinynorm/kernels/cupy_fused.py``).
+applied to blocks of rows small enough to stay in a core's cache (on both cores for big
+inputs), with results written into memory already allocated where the backend allows it
+(``_shared.for_each_row_block``, ``mul_``); the backward never stores ``xhat`` (see
+``layer_norm_backward_rows``). On CuPy both passes are single fused CUDA kernels instead
+(``tinynorm/kernels/cupy_fused.py``). What each of these was worth: ``docs/performance.md``.
 """
 
 from __future__ import annotations

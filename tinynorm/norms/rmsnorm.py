@@ -31,10 +31,11 @@ Numerics: float16 input is normalized in float32; rows whose mean square overflo
 are recomputed from ``x / max|x|`` (``_shared.rms_rstd``).
 
 Speed (measured by ``python -m benchmarks``): the formulas below are the plain ones,
-applied to blocks of rows small enough to stay in a core's cache, on both cores, with
-results written into memory already allocated where the backend allows it
+applied to blocks of rows small enough to stay in a core's cache (on both cores for big
+inputs), with results written into memory already allocated where the backend allows it
 (``_shared.for_each_row_block``, ``mul_``). On CuPy both passes are single fused CUDA
-kernels instead (``tinynorm/kernels/cupy_fused.py``).
+kernels instead (``tinynorm/kernels/cupy_fused.py``). What each of these was worth:
+``docs/performance.md``.
 """
 
 from __future__ import annotations
