@@ -6,7 +6,9 @@ few tricks that make the explicit backwards fast without hiding their formulas:
   plain operators where the backend has no ``out=`` (array_api_strict);
 * per-row dot products with ``vecdot`` (one pass, no ``a * b`` temporary), and sums
   over rows or columns as matrix-vector products (``column_sums``, ``row_sums``);
-* rows processed in cache-sized blocks, on every core (``for_each_row_block``);
+* rows processed in cache-sized blocks, on both cores for big inputs, with NumPy's ufunc
+  buffer sized to a row and the C allocator kept from unmapping each block's temporaries
+  (``for_each_row_block``; what each was worth: ``docs/performance.md``);
 * on CuPy, the fused CUDA kernels of ``tinynorm.kernels.cupy_fused`` (``fused_kernels``).
 """
 
@@ -353,8 +355,9 @@ def for_each_row_block(work: Callable[[int, int], Any], x2: Any, row_length: int
     more axes, such as BatchNorm's channels: the blocks are sized by it.
 
     On NumPy, with ``THREADS > 1`` and a big enough input, the blocks are split into one
-    contiguous run per thread. On CuPy the whole array is one block: a GPU wants one big
-    launch, and its kernels have their own cache blocking.
+    contiguous run per thread, and every block runs with NumPy's ufunc buffer sized to one
+    row (``_ufunc_buffer_of_one_row``). On CuPy the whole array is one block: a GPU wants
+    one big launch, and its kernels have their own cache blocking.
     """
     rows, n = x2.shape[0], row_length or x2.shape[1]
     name = backend.backend_of(x2)
@@ -405,11 +408,11 @@ def _ufunc_buffer_of_one_row(name: str, row_length: int) -> Any:
     """NumPy's ufuncs work through a buffer of ``np.getbufsize()`` (8192) elements. When one
     operand is broadcast (a per-row ``rstd``, a per-feature ``weight``) and the rows are
     shorter than the buffer, NumPy 2.4 copies the operands through that buffer instead of
-    reading them in place: ``rows * rstd``
-    on a (64, 4096) float32 block ran at 210 ps per element against 100 with a buffer of at
-    most one row (NumPy issue 13307; NumPy PR 32595 removes the refill in later versions).
-    So blocks run with a buffer of one row; below 256 elements the default was faster.
-    ``np.errstate()`` scopes the buffer size too, so the caller's setting comes back after.
+    reading them in place: ``rows * rstd`` on a (64, 4096) float32 block ran at 210 ps per
+    element, against 100 with a buffer of at most one row (NumPy issue 13307; NumPy pull
+    request 32595 removes the copy in later versions). So blocks run with a buffer of one
+    row; below 256 elements the default was faster. ``np.errstate()`` scopes the buffer
+    size too, so the caller's setting comes back after.
     """
     if name != "numpy" or not 256 <= row_length < np.getbufsize():
         yield
