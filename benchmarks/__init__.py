@@ -11,7 +11,9 @@ the contenders interleaved A, B, A, B, ... so that drift in the machine hits bot
 (d) the memory-bandwidth lower bound for a fwd+bwd at the big shapes;
 (e) how much the overflow rescue in the statistics costs when no row overflows;
 (gpu) with ``--gpu``: tinynorm on CuPy (autograd reference, explicit, fused kernels) against
-    PyTorch eager on the same GPU.
+    PyTorch eager on the same GPU;
+(goals) last, every performance goal of the project checked against this run's numbers:
+    measured, limit, met or not (or not measured, where the run did not go there).
 
 Benchmarks are never tests: ``tests/test_perf_paths.py`` only runs ``--quick`` to keep this
 harness from rotting, and checks that the fast paths compute what the plain formulas do.

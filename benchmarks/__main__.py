@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cpu, gpu
+from . import cpu, goals, gpu
 
 
 def _cpu_model() -> str:
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         text, data = section()
         print(text, flush=True)
         report[key] = data
+    text, report["goals"] = goals.check(report)
+    print(text, flush=True)
     print(f"done in {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
