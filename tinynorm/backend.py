@@ -111,6 +111,11 @@ def backend_of(array: Any) -> str:
     raise TypeError(f"array: expected an array of one of {BACKENDS}, got {type(array).__name__}")
 
 
+def namespace_of(array: Any) -> ModuleType:
+    """The array namespace (``xp``) an array belongs to: ``numpy``, ``cupy`` or ``array_api_strict``."""
+    return namespace(backend_of(array))
+
+
 def to_numpy(array: Any) -> np.ndarray:
     """A host NumPy copy of a backend array."""
     name = backend_of(array)

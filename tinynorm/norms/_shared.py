@@ -1,43 +1,64 @@
-"""What every norm file needs: argument checks with clear errors, the per-row
-statistics computed safely (float16 widened, two-pass variance, no overflow), and the
-few tricks that make the explicit backwards fast without hiding their formulas:
+"""What every norm file needs besides its formulas: argument checks with clear errors
+(each names the argument, what was expected and what it got), the module base class,
+and the views of an input as 2-D rows that the plain formulas are written for.
 
-* in-place arithmetic on temporaries (``mul_``, ``add_``, ``sub_``), which falls back to
-  plain operators where the backend has no ``out=`` (array_api_strict);
-* per-row dot products with ``vecdot`` (one pass, no ``a * b`` temporary), and sums
-  over rows or columns as matrix-vector products (``column_sums``, ``row_sums``);
-* rows processed in cache-sized blocks, on both cores for big inputs, with NumPy's ufunc
-  buffer sized to a row and the C allocator kept from unmapping each block's temporaries
-  (``for_each_row_block``; what each was worth: ``docs/performance.md``);
-* on CuPy, the fused CUDA kernels of ``tinynorm.kernels.cupy_fused`` (``fused_kernels``).
+The statistics themselves (two-pass variance, float16 widening, the overflow rescue)
+are in ``tinynorm/stats.py``; everything that exists only for speed is in
+``tinynorm/kernels/``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import math
+import numbers
 import operator
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from .. import backend
+from ..backend import namespace_of
 from ..nn.module import Module
 from ..tensor import Tensor
 
 IMPLS = ("explicit", "autograd")
 
 
-def as_shape(normalized_shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """``8`` -> ``(8,)``; a tuple of trailing dimensions stays as it is."""
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if not shape or any(not isinstance(n, int) or n < 1 for n in shape):
-        raise ValueError(f"normalized_shape: expected a positive int or a tuple of them, got {normalized_shape!r}")
+def as_shape(normalized_shape: Any, name: str = "normalized_shape") -> tuple[int, ...]:
+    """``8`` -> ``(8,)``; a tuple or list of positive ints stays as it is (NumPy ints count)."""
+    items = normalized_shape if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+    shape = tuple(_positive_int(n) for n in items)
+    if not shape or None in shape:
+        raise ValueError(
+            f"{name}: expected a positive int or a tuple of them, got {normalized_shape!r}"
+            f" ({type(normalized_shape).__name__})"
+        )
     return shape
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """A positive integer (Python or NumPy int; not a bool, not a float such as 8.0)."""
+    n = _positive_int(value)
+    if n is None:
+        raise ValueError(f"{name}: expected a positive int, got {value!r} ({type(value).__name__})")
+    return n
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        n = operator.index(value)
+    except TypeError:
+        return None
+    return n if n >= 1 else None
+
+
+def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
+    """A finite real number (not a string, None or bool) within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name}: expected a finite real number, got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+    return float(value)
 
 
 def feature_axes(ndim: int, normalized_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -45,8 +66,12 @@ def feature_axes(ndim: int, normalized_shape: tuple[int, ...]) -> tuple[int, ...
     return tuple(range(ndim - len(normalized_shape), ndim))
 
 
-def check_input(name: str, x: Any, normalized_shape: tuple[int, ...] | None = None) -> None:
-    """A floating-point Tensor whose trailing shape is ``normalized_shape``."""
+def check_input(name: str, x: Any, normalized_shape: tuple[int, ...] | None = None, like: Any = None) -> None:
+    """A floating-point Tensor whose trailing shape is ``normalized_shape``.
+
+    ``like`` (a Tensor, e.g. a module's buffer) must live on the same backend as ``x``:
+    a module without parameters is checked up front as well.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: input must be a tn.Tensor, got {type(x).__name__}")
     if not backend.is_floating(x.dtype, x.xp):
@@ -56,11 +81,28 @@ def check_input(name: str, x: Any, normalized_shape: tuple[int, ...] | None = No
             f"{name}: input's trailing shape must equal normalized_shape {normalized_shape}, "
             f"got input of shape {x.shape}"
         )
+    if like is not None and like.backend != x.backend:
+        raise TypeError(
+            f"{name}: input is on backend {x.backend!r} but the module's state is on {like.backend!r}; "
+            f"move one with .to({x.backend!r}) or .to({like.backend!r})"
+        )
 
 
-def check_param(name: str, param: Tensor | None, expected: tuple[int, ...]) -> None:
-    """A parameter must have exactly its documented shape; broadcasting is not a licence."""
-    if param is None or param.shape == expected:
+def check_param(name: str, param: Any, expected: tuple[int, ...], x: Tensor | None = None) -> None:
+    """A parameter must be a floating tn.Tensor of exactly its documented shape (or None),
+    on ``x``'s backend; broadcasting is not a licence."""
+    if param is None:
+        return
+    if not isinstance(param, Tensor):
+        raise TypeError(
+            f"{name}: expected a tn.Tensor of shape {expected} or None, got {type(param).__name__}; "
+            f"wrap it with tn.tensor(...)"
+        )
+    if not backend.is_floating(param.dtype, param.xp):
+        raise TypeError(f"{name}: expected a floating dtype, got {param.dtype}")
+    if x is not None and param.backend != x.backend:
+        raise TypeError(f"{name}: is on backend {param.backend!r}, the input on {x.backend!r}")
+    if param.shape == expected:
         return
     hint = ""
     if len(expected) == 1 and param.shape == (expected[0], 1):
@@ -76,10 +118,34 @@ def check_param(name: str, param: Tensor | None, expected: tuple[int, ...]) -> N
     raise ValueError(f"{name}: expected shape {expected}, got {param.shape}{hint}")
 
 
-def check_eps(eps: float) -> float:
+def check_eps(eps: Any) -> float:
+    """A positive, finite number: it keeps ``1/sqrt(var + eps)`` finite."""
+    eps = check_real("eps", eps)
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number (it keeps 1/sqrt(var + eps) finite), got {eps}")
-    return float(eps)
+    return eps
+
+
+def eps_for(eps: float, x: Tensor) -> float:
+    """``eps`` as the statistics of ``x`` will see it, refused if it rounds to 0 there.
+
+    A positive eps below the compute dtype's smallest subnormal (``eps=1e-50`` for
+    float32 input) becomes 0 when added, and a constant row then gives 0/0 = NaN.
+    tinynorm refuses such an eps rather than compute with a different one.
+    """
+    xp = x.xp
+    dtype = backend.compute_dtype(x.dtype, xp)
+    if float(xp.asarray(eps, dtype=dtype)) == 0.0:
+        raise ValueError(
+            f"eps: {eps!r} rounds to 0 in {dtype} (the dtype statistics of this input are computed in), "
+            f"so a constant row would give NaN; use an eps of at least {float(xp.finfo(dtype).smallest_normal)!r}"
+        )
+    return eps
+
+
+def machine_eps(x: Tensor) -> float:
+    """``eps=None`` (PyTorch's RMSNorm default): the machine epsilon of the input's dtype."""
+    return float(x.xp.finfo(x.dtype).eps)
 
 
 def check_impl(impl: str) -> str:
@@ -97,343 +163,6 @@ class NormModule(Module):
         self.impl = check_impl(impl)
 
 
-# ---- statistics -------------------------------------------------------------------------
-def widen(x: Any) -> Any:
-    """float16 input is normalized in float32: its squares overflow at |x| > 256 and its
-    sums lose digits (the fp16 RMSNorm failures of meta-llama issue 1048)."""
-    xp = backend.namespace(backend.backend_of(x))
-    return xp.astype(x, backend.compute_dtype(x.dtype, xp), copy=False)
-
-
-def in_compute_dtype(param: Any, x: Any) -> Any:
-    """A parameter in the dtype ``x`` is computed in (``None`` stays ``None``).
-
-    A float64 parameter, even a 0-d one, turns the float32 rows it multiplies into float64
-    rows (NumPy's promotion rules): twice the memory traffic, for a result cast back anyway.
-    """
-    if param is None:
-        return None
-    xp = backend.namespace(backend.backend_of(param))
-    return xp.astype(param, backend.compute_dtype(x.dtype, xp), copy=False)
-
-
-def _overflow_is_handled(xp: Any) -> Any:
-    """Huge rows overflow the first pass of the statistics; the callers detect that and redo
-    those rows, so NumPy's RuntimeWarning would only alarm the reader. (Other backends do not warn.)"""
-    return np.errstate(over="ignore") if xp is np else contextlib.nullcontext()
-
-
-def _all_finite(xp: Any, stat: Any) -> bool:
-    return bool(xp.all(xp.isfinite(stat)))
-
-
-def _row_scale(xp: Any, x: Any, axes: tuple[int, ...], bad: Any) -> Any:
-    """max |x| of the rows whose statistic overflowed, 1 elsewhere."""
-    scale = xp.max(xp.abs(x), axis=axes, keepdims=True)
-    return xp.where(bad, scale, xp.ones_like(scale))
-
-
-def row_mean_of_product(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> Any:
-    """``mean(a * b)`` over ``axes`` (``keepdims``).
-
-    Over the last axis alone this is ``vecdot``, a per-row dot product: one pass over
-    ``a`` and ``b`` that never stores ``a * b``. It is in the Array API standard, and
-    NumPy runs it about 3x faster than ``mean(a * b, axis=-1)``.
-    """
-    n = 1
-    for ax in axes:
-        n *= a.shape[ax]
-    if tuple(axes) == (a.ndim - 1,) and hasattr(xp, "vecdot"):
-        sums = xp.vecdot(a, b, axis=-1)
-        return xp.reshape(sums, (*sums.shape, 1)) / n
-    return xp.mean(a * b, axis=axes, keepdims=True)
-
-
-def row_sums(xp: Any, a: Any, weights: Any = None) -> Any:
-    """Per-row sums of the 2-D ``a`` ``(rows, N)``, each column first multiplied by
-    ``weights`` ``(N,)`` if given, as a ``(rows, 1)`` column: ``sum(a * weights, axis=1)``.
-
-    Computed as the matrix-vector product ``a @ weights``: BLAS reads ``a`` once and never
-    stores ``a * weights`` (measured on a (64, 4096) float32 block: 15 us, against 38 us
-    for the product alone).
-    """
-    weights = xp.ones(a.shape[1], dtype=a.dtype) if weights is None else weights
-    return xp.reshape(a @ weights, (a.shape[0], 1))
-
-
-def column_sums(xp: Any, a: Any, weights: Any = None) -> Any:
-    """Per-column sums of the 2-D ``a`` ``(rows, N)``, each row first multiplied by
-    ``weights`` (``(rows,)`` or ``(rows, 1)``) if given: ``sum(a * weights, axis=0)``, ``(N,)``.
-
-    The parameter gradients are such sums over every row. Computed as the vector-matrix
-    product ``weights @ a`` (measured: 14 us on a (64, 4096) float32 block, against 25 us
-    for ``sum(a, axis=0)``; and no ``a * weights`` temporary).
-    """
-    weights = xp.ones(a.shape[0], dtype=a.dtype) if weights is None else xp.reshape(weights, (a.shape[0],))
-    return weights @ a
-
-
-def row_mean(xp: Any, a: Any, axes: tuple[int, ...]) -> Any:
-    """``mean(a)`` over ``axes`` (``keepdims``): over the last axis, a dot product with ones."""
-    if tuple(axes) == (a.ndim - 1,) and hasattr(xp, "vecdot"):
-        return row_mean_of_product(xp, a, xp.ones(a.shape[-1], dtype=a.dtype), axes)
-    return xp.mean(a, axis=axes, keepdims=True)
-
-
-def rms_rstd(x: Any, axes: tuple[int, ...], eps: float) -> Any:
-    """``1 / sqrt(mean(x**2) + eps)`` per row (``keepdims``).
-
-    Overflow: ``x**2`` is inf for |x| > 1.8e19 in float32 (PyTorch 2.13 then returns 0).
-    Rows whose mean square is not finite are recomputed from ``x / s`` with ``s = max|x|``:
-    ``rstd = (1/s) / sqrt(mean((x/s)**2) + eps/s**2)``. The check costs one pass over the
-    per-row statistics, not over ``x``, so the common case is not slowed down. Underflow
-    needs nothing: a row so small that ``x**2`` underflows is dominated by ``eps``.
-    """
-    xp = backend.namespace(backend.backend_of(x))
-    with _overflow_is_handled(xp):
-        ms = row_mean_of_product(xp, x, x, axes)
-    rstd = 1 / xp.sqrt(ms + eps)
-    if _all_finite(xp, ms):
-        return rstd
-    bad = ~xp.isfinite(ms)
-    scale = _row_scale(xp, x, axes, bad)
-    xs = x / scale
-    rstd_scaled = (1 / scale) / xp.sqrt(row_mean_of_product(xp, xs, xs, axes) + eps / scale / scale)
-    return xp.where(bad, rstd_scaled, rstd)
-
-
-def mean_rstd(x: Any, axes: tuple[int, ...], eps: float, correction: int = 0) -> tuple[Any, Any]:
-    """Per-row ``mean`` and ``rstd = 1 / sqrt(var + eps)`` (``keepdims``).
-
-    Two-pass variance, ``mean((x - mean)**2)``, never ``E[x**2] - E[x]**2``, which loses
-    every digit when the mean is large against the spread (PyTorch issue 51102).
-    ``correction=1`` divides by ``N - 1`` (unbiased) instead of ``N`` (biased, LayerNorm's).
-    Rows whose statistics overflow are recomputed from ``x / max|x|``, as in ``rms_rstd``.
-    """
-    mean, rstd, _ = centered_mean_rstd(x, axes, eps, correction)
-    return mean, rstd
-
-
-def centered_mean_rstd(
-    x: Any, axes: tuple[int, ...], eps: float, correction: int = 0, out: Any = None
-) -> tuple[Any, Any, Any]:
-    """``mean_rstd`` and ``x - mean``, which the two-pass variance computes anyway: a forward
-    that reuses it saves one walk over ``x``. ``x - mean`` is a new array, or ``out`` (memory
-    the caller owns, such as its output block) where the backend allows it."""
-    xp = backend.namespace(backend.backend_of(x))
-    n = 1
-    for ax in axes:
-        n *= x.shape[ax]
-
-    def stats(values: Any) -> tuple[Any, Any, Any]:
-        mean = row_mean(xp, values, axes)
-        centered = sub_(values, mean, out=out)
-        var = row_mean_of_product(xp, centered, centered, axes)
-        return mean, var if correction == 0 else var * n / (n - correction), centered
-
-    with _overflow_is_handled(xp):
-        mean, var, centered = stats(x)
-    rstd = 1 / xp.sqrt(var + eps)
-    if _all_finite(xp, var):
-        return mean, rstd, centered
-    bad = ~xp.isfinite(var)
-    scale = _row_scale(xp, x, axes, bad)
-    mean_scaled, var_scaled, _ = stats(x / scale)
-    rstd_scaled = (1 / scale) / xp.sqrt(var_scaled + eps / scale / scale)
-    mean = xp.where(bad, mean_scaled * scale, mean)
-    return mean, xp.where(bad, rstd_scaled, rstd), sub_(x, mean, out=out)
-
-
-# ---- the fast path ------------------------------------------------------------------------
-# In-place arithmetic. ``a * b`` allocates a new array and walks it once more; NumPy and
-# CuPy can write the result into memory we already have (``out=``): a temporary of our
-# own, or the caller's output block. The Array API has no ``out=``, so each helper falls
-# back to the plain operator there: the formula reads the same either way.
-_HAS_OUT = ("numpy", "cupy")
-
-
-def _namespace_for_out(out: Any, a: Any, b: Any) -> Any:
-    """The namespace to compute ``op(a, b, out=out)`` with, or ``None`` where that is not safe.
-
-    ``out=`` is safe when ``out`` belongs to a backend with ``out=`` and already has the
-    result's shape and dtype (otherwise NumPy would cast, or refuse).
-    """
-    name = backend.backend_of_or_none(out)
-    if name not in _HAS_OUT:
-        return None
-    xp = backend.namespace(name)
-    # The common case (out is a itself or the caller's block, b a per-row or per-feature array
-    # of the same dtype), decided from attributes alone: this check runs for every operation
-    # of every block, and the general one below cost 2 us, ~10% of a LayerNorm fwd+bwd at
-    # 8192x4096 on 2 threads. (Were b the bigger operand, NumPy would raise, not cast.)
-    if out.shape == a.shape and out.dtype == a.dtype and getattr(b, "dtype", None) == out.dtype:
-        return xp
-    shape = np.broadcast_shapes(tuple(a.shape), tuple(getattr(b, "shape", ())))
-    return xp if xp.result_type(a, b) == out.dtype and shape == tuple(out.shape) else None
-
-
-_OPERATORS = {"multiply": operator.mul, "add": operator.add, "subtract": operator.sub}
-
-
-def _into(op: str, a: Any, b: Any, out: Any) -> Any:
-    xp = None if out is None else _namespace_for_out(out, a, b)
-    return _OPERATORS[op](a, b) if xp is None else getattr(xp, op)(a, b, out=out)
-
-
-def mul_(a: Any, b: Any, out: Any) -> Any:
-    """``a * b``, written into ``out`` where the backend allows it (else a new array).
-
-    ``out`` must be memory the caller owns: a temporary of its own (often ``a`` itself)
-    or its output block, never an input. ``out=None`` always gives a new array.
-    """
-    return _into("multiply", a, b, out)
-
-
-def add_(a: Any, b: Any, out: Any) -> Any:
-    """``a + b``, written into ``out`` where the backend allows it (see ``mul_``)."""
-    return _into("add", a, b, out)
-
-
-def sub_(a: Any, b: Any, out: Any) -> Any:
-    """``a - b``, written into ``out`` where the backend allows it (see ``mul_``)."""
-    return _into("subtract", a, b, out)
-
-
-def tanh_(a: Any, out: Any) -> Any:
-    """``tanh(a)``, written into ``out`` where the backend allows it (see ``mul_``)."""
-    xp = None if out is None else _namespace_for_out(out, a, a)
-    return backend.namespace(backend.backend_of(a)).tanh(a) if xp is None else xp.tanh(a, out=out)
-
-
-def normalize_rows(values: Any, scale: Any, weight: Any, bias: Any, out: Any = None) -> Any:
-    """``values * scale * weight + bias``: the last step of every row norm's forward, where
-    ``values`` is ``x`` or ``x - mean``, ``scale`` the per-row ``rstd`` (or a power of it),
-    and ``weight``/``bias`` act per feature (either may be ``None``). Written into ``out``,
-    then into that same memory, where the backend allows it."""
-    y = mul_(values, scale, out=out)
-    if weight is not None:
-        y = mul_(y, weight, out=y)
-    if bias is not None:
-        y = add_(y, bias, out=y)
-    return y
-
-
-# Row blocks. A fwd+bwd walks each row a dozen times (sum, centre, square, scale, ...).
-# Done on the whole array, every walk streams it from main memory; done on a block of rows
-# small enough to stay in a core's L2 cache, only the first walk does. The block's
-# formula is the plain one; the loop only slices rows and writes results back.
-ROW_BLOCK_BYTES = 1024 * 1024
-"""Bytes of one array's slice of a block. Measured best on a 2-core EPYC (1 MiB L2 per core,
-32 MiB L3): smaller blocks pay Python's per-call overhead too often, bigger temporaries
-fall out of cache and, past glibc's mmap threshold, cost page faults on every block."""
-
-THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-"""Worker threads for the blocks on NumPy, whose ufuncs release the GIL while they run."""
-
-PARALLEL_MIN_BYTES = 32 * 1024 * 1024
-"""Below this size one thread is as fast: on the 2-core machine these numbers come from, a
-second thread made a fwd+bwd at (4096, 1024) float32 (16 MiB) 0.75-1.4x as long as one
-(median 1.1 over the catalog), and at (8192, 4096) (128 MiB) 0.75-0.88x as long."""
-
-USE_FUSED_KERNELS = True
-"""On CuPy, use the fused CUDA kernels (False: the Array API formulas, for comparison)."""
-
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def row_blocks(rows: int, row_bytes: int, block_bytes: int | None = None) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive row blocks of about ``block_bytes`` each."""
-    per_block = max(1, (ROW_BLOCK_BYTES if block_bytes is None else block_bytes) // max(1, row_bytes))
-    return [(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
-
-
-def for_each_row_block(work: Callable[[int, int], Any], x2: Any, row_length: int | None = None) -> list[Any]:
-    """Call ``work(start, stop)`` on the row blocks of the 2-D array ``x2``; return the results in order.
-
-    ``row_length`` (default ``x2.shape[1]``) is for an ``x2`` whose rows are spread over
-    more axes, such as BatchNorm's channels: the blocks are sized by it.
-
-    On NumPy, with ``THREADS > 1`` and a big enough input, the blocks are split into one
-    contiguous run per thread, and every block runs with NumPy's ufunc buffer sized to one
-    row (``_ufunc_buffer_of_one_row``). On CuPy the whole array is one block: a GPU wants
-    one big launch, and its kernels have their own cache blocking.
-    """
-    rows, n = x2.shape[0], row_length or x2.shape[1]
-    name = backend.backend_of(x2)
-    row_bytes = n * max(4, _itemsize(x2))  # float16 is computed in float32
-    if name == "cupy":
-        return [work(0, rows)] if rows else []
-    blocks = row_blocks(rows, row_bytes)
-    threads = THREADS if name == "numpy" and rows * row_bytes >= PARALLEL_MIN_BYTES else 1
-    if name == "numpy" and len(blocks) > 1:
-        _keep_freed_blocks_mapped()
-
-    def run(blocks: list[tuple[int, int]]) -> list[Any]:
-        with _ufunc_buffer_of_one_row(name, n):
-            return [work(start, stop) for start, stop in blocks]
-
-    if threads <= 1 or len(blocks) < 2:
-        return run(blocks)
-    runs = [blocks[k * len(blocks) // threads : (k + 1) * len(blocks) // threads] for k in range(threads)]
-    # Each thread runs in a copy of the caller's context, so np.errstate(...) applies there too.
-    futures = [_executor(threads).submit(contextvars.copy_context().run, run, part) for part in runs]
-    return [result for future in futures for result in future.result()]
-
-
-_allocator_warmed = False
-
-
-def _keep_freed_blocks_mapped() -> None:
-    """Make the C allocator keep a few blocks' worth of freed memory, once per process.
-
-    glibc's ``malloc`` hands freed memory back to the OS when more than ``2 * threshold``
-    lies free at the top of its heap, and ``threshold`` grows to the largest block it has
-    had to map and then freed (up to 32 MiB). A process that has only ever freed tiny or
-    huge arrays keeps it near one block's size, so the few temporaries of each block were
-    handed back and faulted in again, page by page: 136,000 page faults, and 3x the time,
-    for a GroupNorm fwd+bwd at (256, 128, 1024) float32. Freeing one array of a few blocks,
-    as any warm process has done already, raises the threshold for good. (With another
-    allocator this is one allocation, and changes nothing.)
-    """
-    global _allocator_warmed
-    if not _allocator_warmed:
-        _allocator_warmed = True
-        scratch = np.empty(4 * ROW_BLOCK_BYTES, dtype=np.uint8)  # never touched: mapped, then unmapped
-        del scratch
-
-
-@contextlib.contextmanager
-def _ufunc_buffer_of_one_row(name: str, row_length: int) -> Any:
-    """NumPy's ufuncs work through a buffer of ``np.getbufsize()`` (8192) elements. When one
-    operand is broadcast (a per-row ``rstd``, a per-feature ``weight``) and the rows are
-    shorter than the buffer, NumPy 2.4 copies the operands through that buffer instead of
-    reading them in place: ``rows * rstd`` on a (64, 4096) float32 block ran at 210 ps per
-    element, against 100 with a buffer of at most one row (NumPy issue 13307; NumPy pull
-    request 32595 removes the copy in later versions). So blocks run with a buffer of one
-    row; below 256 elements the default was faster. ``np.errstate()`` scopes the buffer
-    size too, so the caller's setting comes back after.
-    """
-    if name != "numpy" or not 256 <= row_length < np.getbufsize():
-        yield
-        return
-    with np.errstate():
-        np.setbufsize(row_length - row_length % 16)  # NumPy wants a multiple of 16
-        yield
-
-
-def _itemsize(array: Any) -> int:
-    dtype = array.dtype
-    return getattr(dtype, "itemsize", None) or {"float16": 2, "float32": 4}.get(str(dtype).rsplit(".", 1)[-1], 8)
-
-
-def _executor(threads: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    if _pool is None or _pool_size != threads:
-        _pool, _pool_size = ThreadPoolExecutor(threads, thread_name_prefix="tinynorm-rows"), threads
-    return _pool
-
-
 def as_rows(array: Any, n: int) -> Any:
     """A view of ``array`` as ``(rows, n)``: the normalized features flattened into one axis."""
     xp = backend.namespace(backend.backend_of(array))
@@ -445,22 +174,130 @@ def as_vector(param: Any, n: int) -> Any:
     return None if param is None else backend.namespace(backend.backend_of(param)).reshape(param, (n,))
 
 
-def sum_partials(partials: list[Any], n: int, like: Any) -> Any:
-    """Sum per-block parameter-gradient partials (each of shape ``(n,)``); zeros for no rows."""
-    xp = backend.namespace(backend.backend_of(like))
+def param_grad(grad: Any, param: Any) -> Any:
+    """A parameter's gradient in the parameter's own shape and dtype (``None`` stays ``None``).
+
+    The formulas compute it as a vector in the input's compute dtype; ``.grad`` must match
+    the parameter, as in PyTorch.
+    """
+    if grad is None or param is None:
+        return None
+    xp = namespace_of(param)
+    return xp.reshape(xp.astype(grad, param.dtype), param.shape)
+
+
+# ---- TEMPORARY, removed before this change lands: old names for files not yet converted ----
+from ..kernels.blocks import (  # noqa: E402, F401
+    add_,
+    for_each_row_block,
+    mul_,
+    normalize_rows,
+    sub_,
+    tanh_,
+)
+from ..kernels.blocks import (
+    column_sums as _column_sums,
+)
+from ..kernels.blocks import (
+    row_sums as _row_sums,
+)
+from ..stats import in_compute_dtype, widen  # noqa: E402, F401
+from ..stats import mean_rstd as _mr  # noqa: E402
+from ..stats import rms_rstd as _rr  # noqa: E402
+
+
+def column_sums(xp, a, weights=None):  # noqa: D103
+    return _column_sums(a, weights)
+
+
+def row_sums(xp, a, weights=None):  # noqa: D103
+    return _row_sums(a, weights)
+
+
+def _to_rows(x, axes):
+    xp = namespace_of(x)
+    lead = x.shape[: axes[0]]
+    return xp.reshape(x, (-1, math.prod(x.shape[axes[0] :]))), lead
+
+
+def rms_rstd(x, axes, eps):  # noqa: D103
+    xp = namespace_of(x)
+    r, lead = _to_rows(x, axes)
+    return xp.reshape(_rr(r, eps), lead + (1,) * len(axes))
+
+
+def mean_rstd(x, axes, eps, correction=0):  # noqa: D103
+    xp = namespace_of(x)
+    r, lead = _to_rows(x, axes)
+    m, s = _mr(r, eps, correction)
+    shape = lead + (1,) * len(axes)
+    return xp.reshape(m, shape), xp.reshape(s, shape)
+
+
+def centered_mean_rstd(x, axes, eps, correction=0, out=None):  # noqa: D103
+    xp = namespace_of(x)
+    m, s = mean_rstd(x, axes, eps, correction)
+    return m, s, sub_(x, m, out=out)
+
+
+def row_mean_of_product(xp, a, b, axes):  # noqa: D103
+    return xp.mean(a * b, axis=axes, keepdims=True)
+
+
+def sum_partials(partials, n, like):  # noqa: D103
+    xp = namespace_of(like)
     if not partials:
-        return xp.zeros(n, dtype=backend.compute_dtype(like.dtype, xp))
+        return xp.zeros(n, dtype=compute_dtype(like.dtype, xp))
     return partials[0] if len(partials) == 1 else xp.sum(xp.stack(partials), axis=0)
 
 
-def fused_kernels(x: Any, *params: Any) -> ModuleType | None:
-    """The one place that picks hand-written CUDA kernels for a norm's forward and backward.
+def fused_kernels(x, *params):  # noqa: D103
+    return None
 
-    Returns the module ``tinynorm.kernels.cupy_fused`` when ``x`` lives on CuPy and its
-    kernels handle these arrays (``supports``), else ``None``. CuPy is imported only then.
-    """
-    if not USE_FUSED_KERNELS or backend.backend_of(x) != "cupy":
-        return None
-    from ..kernels import cupy_fused
 
-    return cupy_fused if cupy_fused.supports(x, *params) else None
+from ..backend import compute_dtype  # noqa: E402
+
+
+def row_mean(xp, a, axes):  # noqa: D103
+    return xp.mean(a, axis=axes, keepdims=True)
+
+
+def _all_finite(xp, stat):  # noqa: D103
+    return bool(xp.all(xp.isfinite(stat)))
+
+
+def _row_scale(xp, x, axes, bad):  # noqa: D103
+    scale = xp.max(xp.abs(x), axis=axes, keepdims=True)
+    return xp.where(bad, scale, xp.ones_like(scale))
+
+
+def _overflow_is_handled(xp):  # noqa: D103
+    import contextlib
+
+    import numpy as np
+
+    return np.errstate(over="ignore") if xp is np else contextlib.nullcontext()
+
+
+def rms_norm_rows(x, w, b, eps, out=None):  # noqa: D103
+    from ..kernels import cpu_rows
+
+    return cpu_rows._rms_norm_block(x, w, b, eps, out)
+
+
+def rms_norm_backward_rows(dy, x, w, rstd, with_bias, out=None):  # noqa: D103
+    from ..kernels import cpu_rows
+
+    return cpu_rows._rms_norm_backward_block(dy, x, rstd, w, with_bias, out)
+
+
+def layer_norm_backward_rows(dy, x, w, mean, rstd, with_bias, out=None):  # noqa: D103
+    from ..kernels import cpu_rows
+
+    return cpu_rows._layer_norm_backward_block(dy, x, mean, rstd, w, with_bias, out)
+
+
+def rms_norm_dx(g, xhat, rstd, out=None):  # noqa: D103
+    from ..kernels import cpu_rows
+
+    return cpu_rows.rms_norm_dx_(g, xhat, rstd, out)

@@ -57,7 +57,7 @@ from ._shared import (
     for_each_row_block,
     sum_partials,
 )
-from .rmsnorm import rms_norm_backward_rows, rms_norm_rows
+from ._shared import rms_norm_backward_rows, rms_norm_rows
 
 __all__ = ["GemmaRMSNorm"]
 

@@ -69,7 +69,7 @@ from ._shared import (
     sum_partials,
     widen,
 )
-from .layernorm import layer_norm_backward_rows
+from ._shared import layer_norm_backward_rows
 
 __all__ = ["GroupNorm", "InstanceNorm1d"]
 

@@ -23,18 +23,16 @@ Saved for backward: the input ``x`` (kept alive by the graph anyway) and the per
 ``mean`` and ``rstd``; ``xhat`` is recomputed, as in llm.c, rather than stored as a
 second full-size array.
 
-Numerics: float16 input is normalized in float32; the variance is two-pass; rows
-whose statistics overflow (|x| beyond ~1e19 in float32) are recomputed from
-``x / max|x|`` (see ``_shared.mean_rstd``), so rows from 1e-30 to 1e30 are right. The
-backward's sums of ``dy * (x - mean)`` stay finite as long as a row's sum does (tested
-to |x| = 1e30 in float32; PyTorch 2.13's float32 LayerNorm returns NaN gradients there).
+Numerics (``tinynorm/stats.py``): float16 input is normalized in float32, the variance
+is two-pass, and rows whose statistics overflow are recomputed from ``x / max|x|``, so
+rows from 1e-30 to 1e30 are right. Parameters are used in the input's compute dtype
+(a float64 weight does not turn float32 input into float64 work); their gradients come
+back in the parameters' own dtype.
 
-Speed (measured by ``python -m benchmarks``): the formulas below are the plain ones,
-applied to blocks of rows small enough to stay in a core's cache (on both cores for big
-inputs), with results written into memory already allocated where the backend allows it
-(``_shared.for_each_row_block``, ``mul_``); the backward never stores ``xhat`` (see
-``layer_norm_backward_rows``). On CuPy both passes are single fused CUDA kernels instead
-(``tinynorm/kernels/cupy_fused.py``). What each of these was worth: ``docs/performance.md``.
+Speed: ``layer_norm_forward`` and ``layer_norm_backward`` below are the plain formulas
+and the source of truth. On NumPy and CuPy the ``Function`` runs a faster kernel with
+the same results instead (``tinynorm/kernels/``; ``with tn.kernels.disabled():`` runs
+the code below). How they were made fast: ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -42,149 +40,81 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, mean_rstd, widen
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
     as_rows,
     as_shape,
     as_vector,
-    centered_mean_rstd,
     check_eps,
     check_input,
     check_param,
-    column_sums,
+    eps_for,
     feature_axes,
-    for_each_row_block,
-    fused_kernels,
-    mul_,
-    normalize_rows,
-    row_sums,
-    sub_,
-    sum_partials,
-    widen,
+    param_grad,
 )
 
 __all__ = ["LayerNorm"]
 
 
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def layer_norm_rows(x: Any, weight: Any, bias: Any, eps: float, out: Any = None) -> tuple[Any, Any, Any]:
-    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``mean`` and ``rstd``.
-
-    ``out``, if given, is memory ``y`` may be written into (the caller's output block).
-    """
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
+    """``y`` ``(rows, N)`` and the per-row ``mean`` and ``rstd`` ``(rows, 1)`` it saves."""
     xp = namespace_of(x)
-    xw = widen(x)
-    mean, rstd, centered = centered_mean_rstd(xw, (1,), eps, out=out)  # centered = xw - mean, in y's memory
-    y = normalize_rows(centered, rstd, weight, bias, out=centered)  # y = (xw - mean) * rstd * weight + bias
-    return xp.astype(y, x.dtype, copy=False), mean, rstd
+    xw = widen(x)  # float16 -> float32 for the statistics
+    mean, rstd = mean_rstd(xw, eps)  # two-pass: var = mean((x - mean)**2)
+    xhat = (xw - mean) * rstd
+    y = xhat if weight is None else xhat * weight
+    y = y if bias is None else y + bias
+    return xp.astype(y, x.dtype), mean, rstd
 
 
-def layer_norm_backward_rows(
-    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, with_bias: bool, out: Any = None
-) -> tuple[Any, Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dweight`` and ``dbias``.
-
-    The formulas of the module docstring, with one saving: ``xhat = centered * rstd`` is never
-    stored. ``rstd`` is one number per row, so it comes out of every sum and is applied to
-    the few per-row results instead of to a whole array. Every sum is a matrix-vector product
-    (``row_sums``, ``column_sums``). ``out``, if given, is memory ``dx`` may be written into.
-    """
+def layer_norm_backward(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, with_bias: bool) -> tuple[Any, Any, Any]:
+    """``dx`` ``(rows, N)``, ``dweight`` and ``dbias`` ``(N,)`` (``None`` where there is none)."""
     xp = namespace_of(x)
-    n = x.shape[1]
     dy = widen(dy)
-    centered = widen(x) - mean  # recomputed: cheaper than storing it
-    dy_centered = dy * centered  # dy * xhat / rstd
-    # Parameter gradients: every row contributes; the caller adds up the blocks' shares.
-    dweight = column_sums(xp, dy_centered, rstd) if weight is not None else None  # sum of dy * xhat
-    dbias = column_sums(xp, dy) if with_bias else None  # sum of dy
-    # The formula's two per-row means, with g = dy * weight:
-    mean_g = row_sums(xp, dy, weight) / n
-    mean_g_xhat = row_sums(xp, dy_centered, weight) * (rstd / n)
-    # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat * mean(g * xhat) being
-    # centered * (rstd * mean(g * xhat)); built in dx's memory and centered's (not needed after).
-    g = mul_(dy, weight, out=out) if weight is not None else dy
-    dx = sub_(g, mean_g, out=out)  # g - mean(g)
-    dx = sub_(dx, mul_(centered, rstd * mean_g_xhat, out=centered), out=dx)  # ... - xhat * mean(g * xhat)
-    dx = mul_(dx, rstd, out=dx)
-    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+    xhat = (widen(x) - mean) * rstd  # recomputed from the saved statistics
+    g = dy if weight is None else dy * weight  # the gradient reaching xhat
+    # Three paths from x to xhat: directly, through the mean, and through rstd.
+    mean_g = xp.mean(g, axis=-1, keepdims=True)
+    mean_g_xhat = xp.mean(g * xhat, axis=-1, keepdims=True)
+    dx = rstd * (g - mean_g - xhat * mean_g_xhat)
+    # weight and bias are shared by every row: their gradients sum over the rows.
+    dweight = None if weight is None else xp.sum(dy * xhat, axis=0)
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    return xp.astype(dx, x.dtype), dweight, dbias
 
 
 class LayerNormFunction(Function):
-    """LayerNorm with its hand-derived backward.
-
-    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of rows
-    small enough to stay in cache (``for_each_row_block``), or, on CuPy, the fused CUDA
-    kernels of ``tinynorm.kernels.cupy_fused``. Blocking changes no formula, only the order
-    in which rows are visited (and the order the parameter gradients are summed in).
-    """
+    """LayerNorm with its hand-derived backward, on the input seen as rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
-        xp = namespace_of(x)
         n = math.prod(normalized_shape)
-        x2, w, b = as_rows(x, n), as_vector(weight, n), as_vector(bias, n)
-        fused = fused_kernels(x2, w, b)
-        if fused is not None:
-            y2, mean, rstd = fused.layer_norm_forward(x2, w, b, eps)
-        else:
-            y2 = xp.empty(x2.shape, dtype=x.dtype)
-            mean = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-            rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-            def block(start: int, stop: int) -> None:
-                rows = slice(start, stop)
-                # When y landed in y2's own memory (out=), this assignment copies nothing.
-                y2[rows, ...], mean[rows, ...], rstd[rows, ...] = layer_norm_rows(
-                    x2[rows, ...], w, b, eps, out=y2[rows, ...]
-                )
-
-            for_each_row_block(block, x2)
-        # Saved as the plain formulas have them: mean and rstd keep x's dimensions (size 1 on the axes).
-        axes = feature_axes(x.ndim, normalized_shape)
-        stat_shape = x.shape[: axes[0]] + (1,) * len(axes)
-        mean, rstd = xp.reshape(mean, stat_shape), xp.reshape(rstd, stat_shape)
-        ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, mean, rstd, axes)
-        return xp.reshape(y2, x.shape)
+        x2 = as_rows(x, n)
+        w, b = (in_compute_dtype(as_vector(p, n), x) for p in (weight, bias))
+        forward, _ = kernels.pick("layer_norm", x2, w, b) or (layer_norm_forward, layer_norm_backward)
+        y2, mean, rstd = forward(x2, w, b, eps)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.n = n
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
-        x, weight, bias_dtype, mean, rstd, axes = ctx.saved_tensors
+        x, weight, bias, mean, rstd = ctx.saved_tensors
         xp = namespace_of(x)
-        normalized_shape = tuple(x.shape[axes[0] :])
-        n = math.prod(normalized_shape)
-        x2, dy2, w = as_rows(x, n), as_rows(dy, n), as_vector(weight, n)
-        mean, rstd = as_rows(mean, 1), as_rows(rstd, 1)
-        fused = fused_kernels(x2, w)  # either backward fits either forward: both save the same statistics
-        if fused is not None:
-            dx2, dweight, dbias = fused.layer_norm_backward(dy2, x2, w, mean, rstd, bias_dtype is not None)
-        else:
-            dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-            def block(start: int, stop: int) -> tuple[Any, Any]:
-                rows = slice(start, stop)
-                dx2[rows, ...], dweight, dbias = layer_norm_backward_rows(
-                    dy2[rows, ...],
-                    x2[rows, ...],
-                    w,
-                    mean[rows, ...],
-                    rstd[rows, ...],
-                    bias_dtype is not None,
-                    out=dx2[rows, ...],
-                )
-                return dweight, dbias
-
-            partials = for_each_row_block(block, x2)
-            dweight = sum_partials([p[0] for p in partials], x2.shape[1], x2) if w is not None else None
-            dbias = sum_partials([p[1] for p in partials], x2.shape[1], x2) if bias_dtype is not None else None
-        dweight = None if dweight is None else xp.reshape(xp.astype(dweight, w.dtype), normalized_shape)
-        dbias = None if dbias is None else xp.reshape(xp.astype(dbias, bias_dtype), normalized_shape)
-        return xp.reshape(dx2, x.shape), dweight, dbias
+        x2, dy2 = as_rows(x, ctx.n), as_rows(dy, ctx.n)
+        w = in_compute_dtype(as_vector(weight, ctx.n), x)
+        # Either backward fits either forward: both save the same statistics.
+        _, backward = kernels.pick("layer_norm", x2, w) or (layer_norm_forward, layer_norm_backward)
+        dx2, dweight, dbias = backward(dy2, x2, w, mean, rstd, bias is not None)
+        return xp.reshape(dx2, x.shape), param_grad(dweight, weight), param_grad(dbias, bias)
 
 
 def layer_norm_reference(
@@ -217,9 +147,9 @@ def layer_norm(
     """Functional LayerNorm, ``torch.nn.functional.layer_norm``'s signature plus ``impl``."""
     normalized_shape = as_shape(normalized_shape)
     check_input("layer_norm", x, normalized_shape)
-    check_param("weight", weight, normalized_shape)
-    check_param("bias", bias, normalized_shape)
-    eps = check_eps(eps)
+    check_param("weight", weight, normalized_shape, x)
+    check_param("bias", bias, normalized_shape, x)
+    eps = eps_for(check_eps(eps), x)
     if impl == "autograd":
         return layer_norm_reference(x, normalized_shape, weight, bias, eps)
     return LayerNormFunction.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)

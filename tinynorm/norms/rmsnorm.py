@@ -1,5 +1,6 @@
-r"""RMSNorm (Zhang & Sennrich 2019), with the seed document's first two extensions:
-a learnable per-dimension scale (``weight``) and a learnable shift (``bias``).
+r"""RMSNorm (Zhang & Sennrich 2019), with a learnable per-dimension scale (``weight``)
+and, optionally, a learnable per-dimension shift (``bias``): the first two of the four
+learnable RMSNorm extensions in ``docs/concepts.md``.
 
 Forward, over the last ``len(normalized_shape)`` axes (``N`` features per row):
 
@@ -10,10 +11,10 @@ Forward, over the last ``len(normalized_shape)`` axes (``N`` features per row):
 Learnable parameters:
 
 * ``weight``, shape ``normalized_shape``, init ones: the per-dimension scale. A vector,
-  not the seed's ``(dim, 1)`` column, which broadcasts to a ``(dim, dim)`` result when
-  batch equals dim (rejected with an explanation; see ``check_param``);
+  not a ``(dim, 1)`` column, which broadcasts to a ``(dim, dim)`` result when batch
+  equals dim (rejected with an explanation; see ``check_param``);
 * ``bias`` (only with ``bias=True``; PyTorch's RMSNorm has none), shape
-  ``normalized_shape``, init zeros: the seed's learnable shift.
+  ``normalized_shape``, init zeros: the per-dimension shift.
 
 Backward (derivation: ``docs/norms/rmsnorm.md``; with the bias, ``docs/norms/rmsnorm_bias.md``),
 with ``g = dy * weight``:
@@ -27,15 +28,13 @@ centred. ``eps`` does not appear: it is inside the saved ``rstd``.
 
 Saved for backward: ``x`` and the per-row ``rstd``; ``xhat`` is recomputed.
 
-Numerics: float16 input is normalized in float32; rows whose mean square overflows
-are recomputed from ``x / max|x|`` (``_shared.rms_rstd``).
+Numerics (``tinynorm/stats.py``): float16 input is normalized in float32; rows whose
+mean square overflows are recomputed from ``x / max|x|``. ``eps=None`` means the machine
+epsilon of the input's dtype, as in PyTorch.
 
-Speed (measured by ``python -m benchmarks``): the formulas below are the plain ones,
-applied to blocks of rows small enough to stay in a core's cache (on both cores for big
-inputs), with results written into memory already allocated where the backend allows it
-(``_shared.for_each_row_block``, ``mul_``). On CuPy both passes are single fused CUDA
-kernels instead (``tinynorm/kernels/cupy_fused.py``). What each of these was worth:
-``docs/performance.md``.
+Speed: ``rms_norm_forward`` and ``rms_norm_backward`` below are the plain formulas and
+the source of truth; on NumPy and CuPy a faster kernel with the same results runs
+instead (``tinynorm/kernels/``; ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -43,11 +42,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, rms_rstd, widen
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
@@ -57,130 +57,74 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
-    column_sums,
+    eps_for,
     feature_axes,
-    for_each_row_block,
-    fused_kernels,
-    mul_,
-    normalize_rows,
-    rms_rstd,
-    row_mean_of_product,
-    sub_,
-    sum_partials,
-    widen,
+    machine_eps,
+    param_grad,
 )
 
 __all__ = ["RMSNorm"]
 
 
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def rms_norm_rows(x: Any, weight: Any, bias: Any, eps: float, out: Any = None) -> tuple[Any, Any]:
-    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``rstd`` ``(rows, 1)``.
-
-    ``out``, if given, is memory ``y`` may be written into (the caller's output block).
-    """
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def rms_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any]:
+    """``y`` ``(rows, N)`` and the per-row ``rstd`` ``(rows, 1)`` it saves."""
     xp = namespace_of(x)
-    xw = widen(x)
-    rstd = rms_rstd(xw, (1,), eps)
-    y = normalize_rows(xw, rstd, weight, bias, out=out)  # y = xw * rstd * weight + bias
-    return xp.astype(y, x.dtype, copy=False), rstd
+    xw = widen(x)  # float16 -> float32 for the statistics
+    rstd = rms_rstd(xw, eps)  # 1 / sqrt(mean(x**2) + eps)
+    xhat = xw * rstd
+    y = xhat if weight is None else xhat * weight
+    y = y if bias is None else y + bias
+    return xp.astype(y, x.dtype), rstd
 
 
-def rms_norm_backward_rows(
-    dy: Any, x: Any, weight: Any, rstd: Any, with_bias: bool, out: Any = None
-) -> tuple[Any, Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dweight`` and ``dbias``.
-
-    ``out``, if given, is memory ``dx`` may be written into (the caller's output block).
-    """
+def rms_norm_backward(dy: Any, x: Any, weight: Any, rstd: Any, with_bias: bool) -> tuple[Any, Any, Any]:
+    """``dx`` ``(rows, N)``, ``dweight`` and ``dbias`` ``(N,)`` (``None`` where there is none)."""
     xp = namespace_of(x)
     dy = widen(dy)
-    xhat = widen(x) * rstd  # recomputed: cheaper than storing it
-    g = dy * weight if weight is not None else dy
-    # Parameter gradients: every row contributes; the caller adds up the blocks' shares.
-    dweight = column_sums(xp, dy * xhat) if weight is not None else None
-    dbias = column_sums(xp, dy) if with_bias else None
-    dx = rms_norm_dx(g, xhat, rstd, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+    xhat = widen(x) * rstd  # recomputed from the saved statistic
+    g = dy if weight is None else dy * weight  # the gradient reaching xhat
+    dx = rms_norm_dx(g, xhat, rstd)
+    dweight = None if weight is None else xp.sum(dy * xhat, axis=0)
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    return xp.astype(dx, x.dtype), dweight, dbias
 
 
-def rms_norm_dx(g: Any, xhat: Any, rstd: Any, out: Any = None) -> Any:
-    """RMSNorm's input gradient on rows ``(rows, N)``, from ``g``, the gradient reaching ``xhat``.
+def rms_norm_dx(g: Any, xhat: Any, rstd: Any) -> Any:
+    """RMSNorm's input gradient from ``g``, the gradient reaching ``xhat``.
 
-    Two terms: the direct path, and the path through ``rstd`` (which depends on every x):
-
-        dx = rstd * (g - xhat * mean(g * xhat))
-
-    Every RMSNorm-like backward ends here, with its own ``g``: ``dy * weight`` (RMSNorm,
-    Gemma's ``dy * (1 + weight)``), ``dy @ weight`` (RMSNormMatrix), the gradient through a
-    tanh (RMSNormTanh). Built in ``xhat``'s memory, so the caller must be done with ``xhat``;
-    ``out``, if given, is memory ``dx`` may be written into.
+    Two paths from ``x`` to ``xhat = x * rstd``: directly, and through ``rstd``, which
+    depends on every ``x`` of the row. Every RMSNorm-like backward ends here with its own
+    ``g``: ``dy * weight`` (RMSNorm), ``dy * (1 + weight)`` (Gemma), ``dy @ weight.T``
+    (RMSNormMatrix), the gradient through a tanh (RMSNormTanh).
     """
     xp = namespace_of(xhat)
-    dx = mul_(xhat, row_mean_of_product(xp, g, xhat, (1,)), out=xhat)  # xhat * mean(g * xhat)
-    dx = sub_(g, dx, out=dx)  # g - xhat * mean(g * xhat)
-    return mul_(dx, rstd, out=out)
+    return rstd * (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))
 
 
 class RMSNormFunction(Function):
-    """RMSNorm (optionally with a bias) with its hand-derived backward.
-
-    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of rows
-    small enough to stay in cache (``for_each_row_block``), or, on CuPy, the fused CUDA
-    kernels of ``tinynorm.kernels.cupy_fused``. Blocking changes no formula, only the order
-    in which rows are visited (and the order the parameter gradients are summed in).
-    """
+    """RMSNorm (optionally with a bias) with its hand-derived backward, on rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
-        xp = namespace_of(x)
         n = math.prod(normalized_shape)
-        x2, w, b = as_rows(x, n), as_vector(weight, n), as_vector(bias, n)
-        fused = fused_kernels(x2, w, b)
-        if fused is not None:
-            y2, rstd = fused.rms_norm_forward(x2, w, b, eps)
-        else:
-            y2 = xp.empty(x2.shape, dtype=x.dtype)
-            rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-            def block(start: int, stop: int) -> None:
-                rows = slice(start, stop)
-                # When y landed in y2's own memory (out=), this assignment copies nothing.
-                y2[rows, ...], rstd[rows, ...] = rms_norm_rows(x2[rows, ...], w, b, eps, out=y2[rows, ...])
-
-            for_each_row_block(block, x2)
-        # Saved as the plain formulas have it: rstd keeps x's dimensions (size 1 on the axes).
-        axes = feature_axes(x.ndim, normalized_shape)
-        rstd = xp.reshape(rstd, x.shape[: axes[0]] + (1,) * len(axes))
-        ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, rstd, axes)
-        return xp.reshape(y2, x.shape)
+        x2 = as_rows(x, n)
+        w, b = (in_compute_dtype(as_vector(p, n), x) for p in (weight, bias))
+        forward, _ = kernels.pick("rms_norm", x2, w, b) or (rms_norm_forward, rms_norm_backward)
+        y2, rstd = forward(x2, w, b, eps)
+        ctx.save_for_backward(x, weight, bias, rstd)
+        ctx.n = n
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
-        x, weight, bias_dtype, rstd, axes = ctx.saved_tensors
-        xp = namespace_of(x)
-        normalized_shape = tuple(x.shape[axes[0] :])
-        n = math.prod(normalized_shape)
-        x2, dy2, w, rstd = as_rows(x, n), as_rows(dy, n), as_vector(weight, n), as_rows(rstd, 1)
-        fused = fused_kernels(x2, w)  # either backward fits either forward: both save the same statistic
-        if fused is not None:
-            dx2, dweight, dbias = fused.rms_norm_backward(dy2, x2, w, rstd, bias_dtype is not None)
-        else:
-            dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-            def block(start: int, stop: int) -> tuple[Any, Any]:
-                rows = slice(start, stop)
-                dx2[rows, ...], dweight, dbias = rms_norm_backward_rows(
-                    dy2[rows, ...], x2[rows, ...], w, rstd[rows, ...], bias_dtype is not None, out=dx2[rows, ...]
-                )
-                return dweight, dbias
-
-            partials = for_each_row_block(block, x2)
-            dweight = sum_partials([p[0] for p in partials], x2.shape[1], x2) if w is not None else None
-            dbias = sum_partials([p[1] for p in partials], x2.shape[1], x2) if bias_dtype is not None else None
-        dweight = None if dweight is None else xp.reshape(xp.astype(dweight, w.dtype), normalized_shape)
-        dbias = None if dbias is None else xp.reshape(xp.astype(dbias, bias_dtype), normalized_shape)
-        return xp.reshape(dx2, x.shape), dweight, dbias
+        x, weight, bias, rstd = ctx.saved_tensors
+        x2, dy2 = as_rows(x, ctx.n), as_rows(dy, ctx.n)
+        w = in_compute_dtype(as_vector(weight, ctx.n), x)
+        # Either backward fits either forward: both save the same statistic.
+        _, backward = kernels.pick("rms_norm", x2, w) or (rms_norm_forward, rms_norm_backward)
+        dx2, dweight, dbias = backward(dy2, x2, w, rstd, bias is not None)
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dweight, weight), param_grad(dbias, bias)
 
 
 def rms_norm_reference(
@@ -204,19 +148,20 @@ def rms_norm(
     x: Tensor,
     normalized_shape: int | tuple[int, ...],
     weight: Tensor | None = None,
-    eps: float = 1e-6,
+    eps: float | None = 1e-6,
     bias: Tensor | None = None,
     impl: str = "explicit",
 ) -> Tensor:
     """Functional RMSNorm, ``torch.nn.functional.rms_norm``'s signature plus ``bias`` and ``impl``.
 
-    Differs from PyTorch: ``eps`` defaults to 1e-6 rather than the dtype's machine epsilon.
+    Differs from PyTorch: ``eps`` defaults to 1e-6; ``eps=None`` is PyTorch's default, the
+    machine epsilon of the input's dtype (``finfo(x.dtype).eps``).
     """
     normalized_shape = as_shape(normalized_shape)
     check_input("rms_norm", x, normalized_shape)
-    check_param("weight", weight, normalized_shape)
-    check_param("bias", bias, normalized_shape)
-    eps = check_eps(eps)
+    check_param("weight", weight, normalized_shape, x)
+    check_param("bias", bias, normalized_shape, x)
+    eps = eps_for(machine_eps(x) if eps is None else check_eps(eps), x)
     if impl == "autograd":
         return rms_norm_reference(x, normalized_shape, weight, bias, eps)
     return RMSNormFunction.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)
@@ -226,21 +171,22 @@ class RMSNorm(NormModule):
     """``tn.nn.RMSNorm(normalized_shape, eps=1e-6, elementwise_affine=True, bias=False)``.
 
     ``weight`` (ones) is the per-dimension scale; ``bias`` (zeros, with ``bias=True``)
-    the seed document's learnable shift. Both have shape ``normalized_shape``.
-    Differs from ``torch.nn.RMSNorm``: ``eps`` defaults to 1e-6, and ``bias`` exists.
+    the per-dimension shift. Both have shape ``normalized_shape``.
+    Differs from ``torch.nn.RMSNorm``: ``eps`` defaults to 1e-6 (``eps=None``, PyTorch's
+    default, is the input dtype's machine epsilon), and ``bias`` exists.
     """
 
     def __init__(
         self,
         normalized_shape: int | tuple[int, ...],
-        eps: float = 1e-6,
+        eps: float | None = 1e-6,
         elementwise_affine: bool = True,
         bias: bool = False,
         impl: str = "explicit",
     ) -> None:
         super().__init__(impl)
         self.normalized_shape = as_shape(normalized_shape)
-        self.eps = check_eps(eps)
+        self.eps = None if eps is None else check_eps(eps)
         self.weight = Parameter(ones(*self.normalized_shape)) if elementwise_affine else None
         self.bias = Parameter(zeros(*self.normalized_shape)) if bias else None
 
@@ -269,7 +215,7 @@ register_norm(
         params=(ParamSpec("weight", "normalized_shape", "ones", "the per-dimension scale of each normalized feature"),),
         doc="docs/norms/rmsnorm.md",
         cases=_CASES,
-        family="seed",
+        family="rmsnorm_extensions",
     )
 )
 
@@ -286,6 +232,6 @@ register_norm(
         ),
         doc="docs/norms/rmsnorm_bias.md",
         cases={name: Case({**case.kwargs, "bias": True}, case.input_shape) for name, case in _CASES.items()},
-        family="seed",
+        family="rmsnorm_extensions",
     )
 )

@@ -58,7 +58,7 @@ from ._shared import (
     rms_rstd,
     widen,
 )
-from .rmsnorm import rms_norm_dx
+from ._shared import rms_norm_dx
 
 __all__ = ["RMSNormMatrix"]
 

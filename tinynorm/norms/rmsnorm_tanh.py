@@ -74,7 +74,7 @@ from ._shared import (
     tanh_,
     widen,
 )
-from .rmsnorm import rms_norm_dx
+from ._shared import rms_norm_dx
 
 __all__ = ["RMSNormTanh"]
 
