@@ -21,15 +21,20 @@ Backward (derivation: ``docs/norms/gemma_rmsnorm.md``), with ``g = dy * (1 + wei
 
 This is RMSNorm's backward with ``1 + weight`` in place of ``weight``; ``dweight`` is
 unchanged because ``d(1 + w)/dw = 1``: the two parametrizations differ in where the
-optimizer starts and what weight decay does, never in the gradient.
+optimizer starts and what weight decay does, never in the gradient. So there is no
+formula of Gemma's own below: the ``Function`` runs RMSNorm's lesson
+(``rmsnorm.rms_norm_forward`` and ``rms_norm_backward``) with the scale ``1 + weight``.
 
 Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
-The row formulas are RMSNorm's own (``rmsnorm.rms_norm_rows``, ``rms_norm_backward_rows``,
-given ``1 + weight`` as the weight), run on cache-sized blocks of rows as RMSNorm runs them.
 
-Numerics: as Hugging Face's Gemma, float16 input is normalized *and multiplied by*
-``1 + weight`` in float32, then cast back (Llama's RMSNorm casts before the multiply).
-Rows whose mean square overflows are recomputed from ``x / max|x|``.
+Numerics (``tinynorm/stats.py``): as Hugging Face's Gemma, float16 input is normalized
+*and multiplied by* ``1 + weight`` in float32, then cast back (Llama's RMSNorm casts
+before the multiply). Rows whose mean square overflows are recomputed from ``x / max|x|``.
+The weight is used in the input's compute dtype; its gradient comes back in its own.
+
+Speed: on NumPy and CuPy, RMSNorm's faster kernel runs instead of its lesson, given
+``1 + weight`` as its weight (``tinynorm/kernels/``; ``docs/performance.md``).
+
 Differs from Hugging Face: ``normalized_shape`` may be a tuple of trailing axes, and
 there is an ``impl`` switch.
 """
@@ -39,11 +44,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype
 from ..tensor import Tensor, zeros
 from ._shared import (
     NormModule,
@@ -53,69 +59,42 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    eps_for,
     feature_axes,
-    for_each_row_block,
-    sum_partials,
+    param_grad,
 )
-from ._shared import rms_norm_backward_rows, rms_norm_rows
+from .rmsnorm import rms_norm_backward, rms_norm_forward
 
 __all__ = ["GemmaRMSNorm"]
 
 
 def one_plus(weight: Any, x: Any) -> Any:
-    """The scale ``1 + weight``, in ``x``'s compute dtype (float32 for float16 input), as a
-    vector; ``None`` for no weight. Gemma's whole difference from RMSNorm is this line."""
-    if weight is None:
-        return None
-    xp = namespace_of(weight)
-    return as_vector(1.0 + xp.astype(weight, compute_dtype(x.dtype, xp)), math.prod(weight.shape))
+    """The scale ``1 + weight`` as a vector in ``x``'s compute dtype (float32 for float16
+    input), ``None`` for no weight. Gemma's whole difference from RMSNorm is this line."""
+    return None if weight is None else 1.0 + in_compute_dtype(as_vector(weight, math.prod(weight.shape)), x)
 
 
 class GemmaRMSNormFunction(Function):
-    """Gemma's RMSNorm with its hand-derived backward: RMSNorm's row formulas
-    (``rmsnorm.rms_norm_rows``, ``rms_norm_backward_rows``) with the scale ``1 + weight``,
-    on blocks of rows as in ``RMSNormFunction``."""
+    """Gemma's RMSNorm with its hand-derived backward: RMSNorm's, with the scale ``1 + weight``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
-        xp = namespace_of(x)
-        x2, scale = as_rows(x, math.prod(normalized_shape)), one_plus(weight, x)
-        y2 = xp.empty(x2.shape, dtype=x.dtype)
-        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-        def block(start: int, stop: int) -> None:
-            rows = slice(start, stop)
-            # y is multiplied by 1 + weight in the compute dtype, then cast back (Hugging Face's order).
-            y2[rows, ...], rstd[rows, ...] = rms_norm_rows(x2[rows, ...], scale, None, eps, out=y2[rows, ...])
-
-        for_each_row_block(block, x2)
-        axes = feature_axes(x.ndim, normalized_shape)
-        rstd = xp.reshape(rstd, x.shape[: axes[0]] + (1,) * len(axes))  # keeps x's dimensions
-        ctx.save_for_backward(x, weight, rstd, axes)
-        return xp.reshape(y2, x.shape)
+        n = math.prod(normalized_shape)
+        x2, scale = as_rows(x, n), one_plus(weight, x)
+        forward, _ = kernels.pick("rms_norm", x2, scale) or (rms_norm_forward, rms_norm_backward)
+        y2, rstd = forward(x2, scale, None, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        ctx.n = n
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any]:
-        x, weight, rstd, axes = ctx.saved_tensors
-        xp = namespace_of(x)
-        n = math.prod(x.shape[axes[0] :])
-        x2, dy2, rstd2, scale = as_rows(x, n), as_rows(dy, n), as_rows(rstd, 1), one_plus(weight, x)
-        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-        def block(start: int, stop: int) -> Any:
-            rows = slice(start, stop)
-            # g = dy * (1 + weight); dx = rstd * (g - xhat * mean(g * xhat)); dweight = sum of dy * xhat.
-            dx2[rows, ...], dweight, _ = rms_norm_backward_rows(
-                dy2[rows, ...], x2[rows, ...], scale, rstd2[rows, ...], False, out=dx2[rows, ...]
-            )
-            return dweight
-
-        partials = for_each_row_block(block, x2)
-        # d(1 + w)/dw = 1: the weight gradient is RMSNorm's, summed over every row.
-        dweight = None
-        if weight is not None:
-            dweight = xp.reshape(xp.astype(sum_partials(partials, n, x2), weight.dtype), weight.shape)
-        return xp.reshape(dx2, x.shape), dweight
+        x, weight, rstd = ctx.saved_tensors
+        x2, dy2, scale = as_rows(x, ctx.n), as_rows(dy, ctx.n), one_plus(weight, x)
+        _, backward = kernels.pick("rms_norm", x2, scale) or (rms_norm_forward, rms_norm_backward)
+        dx2, dscale, _ = backward(dy2, x2, scale, rstd, False)
+        # d(1 + w)/dw = 1: the gradient of the scale is the weight's.
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dscale, weight)
 
 
 def gemma_rms_norm_reference(
@@ -151,8 +130,8 @@ def gemma_rms_norm(
     """
     normalized_shape = as_shape(normalized_shape)
     check_input("gemma_rms_norm", x, normalized_shape)
-    check_param("weight", weight, normalized_shape)
-    eps = check_eps(eps)
+    check_param("weight", weight, normalized_shape, x)
+    eps = eps_for(check_eps(eps), x)
     if impl == "autograd":
         return gemma_rms_norm_reference(x, normalized_shape, weight, eps)
     return GemmaRMSNormFunction.apply(x, weight, normalized_shape=normalized_shape, eps=eps)
@@ -192,6 +171,7 @@ register_norm(
             "3d": Case({"normalized_shape": (3, 4)}, (2, 3, 4)),
             "batch1": Case({"normalized_shape": 6}, (1, 6)),
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
+            "large": Case({"normalized_shape": 257}, (601, 257)),
         },
     )
 )
