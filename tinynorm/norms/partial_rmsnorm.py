@@ -31,15 +31,20 @@ sum of ``g * xhat`` still runs over all ``N`` features (all of them were divided
 ``rstd``), but it is divided by ``k``, the count inside the mean. With ``k = N`` this
 is RMSNorm's backward.
 
-Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
-Both passes run on cache-sized blocks of rows, as RMSNorm's do.
+Saved for backward: ``x``, ``weight``, ``bias`` and the per-row ``rstd``; ``xhat`` is recomputed.
 
 Where tinynorm deliberately differs from the authors' PyTorch code (``bzhangGo/rmsnorm``):
 ``k`` is the paper's ``ceil(p * N)``, not the code's ``int(p * N)``, which is 0 (a
 division by zero) whenever ``p * N < 1``; ``eps`` is 1e-6 and sits inside the square root,
 as in every tinynorm RMSNorm, where that code adds 1e-8 to the RMS itself.
 
-Numerics: as RMSNorm (float16 widened to float32; overflow rescued by ``x / max|x|``).
+Numerics (``tinynorm/stats.py``): as RMSNorm's (float16 widened to float32; rows whose
+partial mean square overflows rescued by ``x / max|x|``). Parameters are used in the
+input's compute dtype; their gradients come back in their own.
+
+Speed: ``partial_rms_norm_forward`` and ``partial_rms_norm_backward`` below are the plain
+formulas and the source of truth; on NumPy a faster kernel with the same results runs
+instead (``tinynorm/kernels/``; ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -47,11 +52,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, rms_rstd, widen
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
@@ -60,26 +66,20 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
-    column_sums,
-    for_each_row_block,
-    in_compute_dtype,
-    mul_,
-    normalize_rows,
-    rms_rstd,
-    row_mean_of_product,
-    sub_,
-    sum_partials,
-    widen,
+    check_real,
+    eps_for,
+    param_grad,
 )
 
 __all__ = ["PartialRMSNorm"]
 
 
 def check_p(p: Any) -> float:
-    """The fraction of features in the statistic must lie in ``(0, 1]``."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+    """The fraction of features in the statistic must be a number in ``(0, 1]``."""
+    p = check_real("p", p)
+    if not 0 < p <= 1:
         raise ValueError(f"p: expected the fraction of features used for the RMS, in (0, 1], got {p!r}")
-    return float(p)
+    return p
 
 
 def partial_size(n: int, p: float) -> int:
@@ -91,86 +91,56 @@ def partial_size(n: int, p: float) -> int:
     return max(1, math.ceil(round(p * n, 9)))
 
 
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def partial_rms_norm_rows(x: Any, weight: Any, bias: Any, k: int, eps: float, out: Any = None) -> tuple[Any, Any]:
-    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``rstd`` ``(rows, 1)``.
-
-    ``out``, if given, is memory ``y`` may be written into.
-    """
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def partial_rms_norm_forward(x: Any, weight: Any, bias: Any, k: int, eps: float) -> tuple[Any, Any]:
+    """``y`` ``(rows, N)`` and the per-row ``rstd`` ``(rows, 1)`` it saves."""
     xp = namespace_of(x)
-    xw = widen(x)
-    rstd = rms_rstd(xw[:, :k], (1,), eps)  # the statistic sees the first k features
-    y = normalize_rows(xw, rstd, weight, bias, out=out)  # ... and divides all of them
-    return xp.astype(y, x.dtype, copy=False), rstd
+    xw = widen(x)  # float16 -> float32 for the statistics
+    rstd = rms_rstd(xw[:, :k], eps)  # the statistic sees the first k features ...
+    xhat = xw * rstd  # ... and divides all of them
+    y = xhat if weight is None else xhat * weight
+    y = y if bias is None else y + bias
+    return xp.astype(y, x.dtype), rstd
 
 
-def partial_rms_norm_backward_rows(
-    dy: Any, x: Any, weight: Any, rstd: Any, k: int, with_bias: bool, out: Any = None
-) -> tuple[Any, Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dweight`` and ``dbias``."""
+def partial_rms_norm_backward(dy: Any, x: Any, weight: Any, rstd: Any, k: int, with_bias: bool) -> tuple[Any, Any, Any]:
+    """``dx`` ``(rows, N)``, ``dweight`` and ``dbias`` ``(N,)`` (``None`` where there is none)."""
     xp = namespace_of(x)
-    n = x.shape[1]
     dy = widen(dy)
-    xhat = widen(x) * rstd  # recomputed: cheaper than storing it
-    g = dy * weight if weight is not None else dy
-    dweight = column_sums(xp, dy * xhat) if weight is not None else None
-    dbias = column_sums(xp, dy) if with_bias else None
-    # Every feature feeds rstd's path through its g * xhat, but only the first k feed rstd itself:
-    #   dx = rstd * (g - in_stat * xhat * sum(g * xhat) / k),  built in xhat's memory.
-    projection = row_mean_of_product(xp, g, xhat, (1,)) * (n / k)  # sum(g * xhat) / k
-    term = mul_(xhat, projection, out=xhat)
-    term[:, k:] = 0  # features k..N-1 are not in the statistic: no projection term
-    dx = sub_(g, term, out=term)
-    dx = mul_(dx, rstd, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dweight, dbias
+    xhat = widen(x) * rstd  # recomputed from the saved statistic
+    g = dy if weight is None else dy * weight  # the gradient reaching xhat
+    # Every feature was divided by rstd, so the sum runs over all N; the mean inside rstd
+    # counted k; and only the first k features (in_stat) move rstd.
+    in_stat = xp.astype(xp.arange(x.shape[1]) < k, xhat.dtype)
+    projection = xp.sum(g * xhat, axis=-1, keepdims=True) / k
+    dx = rstd * (g - in_stat * xhat * projection)
+    dweight = None if weight is None else xp.sum(dy * xhat, axis=0)
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    return xp.astype(dx, x.dtype), dweight, dbias
 
 
 class PartialRMSNormFunction(Function):
-    """pRMSNorm with its hand-derived backward.
-
-    Both passes run the formulas above on blocks of rows small enough to stay in cache
-    (``for_each_row_block``), as ``RMSNormFunction`` does.
-    """
+    """pRMSNorm with its hand-derived backward, on the input seen as rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, bias: Any, k: int, eps: float) -> Any:
-        xp = namespace_of(x)
         n = x.shape[-1]
-        x2, w, b = as_rows(x, n), in_compute_dtype(weight, x), in_compute_dtype(bias, x)
-        y2 = xp.empty(x2.shape, dtype=x.dtype)
-        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-        def block(start: int, stop: int) -> None:
-            rows = slice(start, stop)
-            y2[rows, ...], rstd[rows, ...] = partial_rms_norm_rows(x2[rows, ...], w, b, k, eps, out=y2[rows, ...])
-
-        for_each_row_block(block, x2)
-        rstd = xp.reshape(rstd, x.shape[:-1] + (1,))  # keeps x's dimensions
-        ctx.save_for_backward(x, weight, None if bias is None else bias.dtype, rstd, k)
-        return xp.reshape(y2, x.shape)
+        x2 = as_rows(x, n)
+        w, b = in_compute_dtype(weight, x), in_compute_dtype(bias, x)
+        forward, _ = kernels.pick("partial_rms_norm", x2, w, b) or (partial_rms_norm_forward, partial_rms_norm_backward)
+        y2, rstd = forward(x2, w, b, k, eps)
+        ctx.save_for_backward(x, weight, bias, rstd)
+        ctx.k = k
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
-        x, weight, bias_dtype, rstd, k = ctx.saved_tensors
-        xp = namespace_of(x)
+        x, weight, bias, rstd = ctx.saved_tensors
         n = x.shape[-1]
-        x2, dy2, rstd2, w = as_rows(x, n), as_rows(dy, n), as_rows(rstd, 1), in_compute_dtype(weight, x)
-        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-        def block(start: int, stop: int) -> tuple[Any, Any]:
-            rows = slice(start, stop)
-            dx2[rows, ...], dweight, dbias = partial_rms_norm_backward_rows(
-                dy2[rows, ...], x2[rows, ...], w, rstd2[rows, ...], k, bias_dtype is not None, out=dx2[rows, ...]
-            )
-            return dweight, dbias
-
-        partials = for_each_row_block(block, x2)
-        dweight = dbias = None
-        if weight is not None:
-            dweight = xp.astype(sum_partials([p[0] for p in partials], n, x2), weight.dtype)
-        if bias_dtype is not None:
-            dbias = xp.astype(sum_partials([p[1] for p in partials], n, x2), bias_dtype)
-        return xp.reshape(dx2, x.shape), dweight, dbias
+        x2, dy2, w = as_rows(x, n), as_rows(dy, n), in_compute_dtype(weight, x)
+        _, backward = kernels.pick("partial_rms_norm", x2, w) or (partial_rms_norm_forward, partial_rms_norm_backward)
+        dx2, dweight, dbias = backward(dy2, x2, w, rstd, ctx.k, bias is not None)
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dweight, weight), param_grad(dbias, bias)
 
 
 def partial_rms_norm_reference(
@@ -224,9 +194,9 @@ def partial_rms_norm(
     """
     normalized_shape = _as_feature_count(normalized_shape)
     check_input("partial_rms_norm", x, normalized_shape)
-    check_param("weight", weight, normalized_shape)
-    check_param("bias", bias, normalized_shape)
-    eps = check_eps(eps)
+    check_param("weight", weight, normalized_shape, x)
+    check_param("bias", bias, normalized_shape, x)
+    eps = eps_for(check_eps(eps), x)
     k = partial_size(normalized_shape[0], check_p(p))
     if impl == "autograd":
         return partial_rms_norm_reference(x, k, weight, bias, eps)
@@ -278,6 +248,7 @@ register_norm(
             "3d": Case({"normalized_shape": 5, "p": 0.5}, (2, 3, 5)),  # k = ceil(2.5) = 3 of 5
             "batch1": Case({"normalized_shape": 6, "p": 0.5}, (1, 6)),  # k = 3 of 6
             "smallest": Case({"normalized_shape": 1}, (3, 1)),  # k = 1: plain RMSNorm
+            "large": Case({"normalized_shape": 257, "p": 0.25}, (601, 257)),  # k = 65 of 257
         },
     )
 )
