@@ -1,5 +1,5 @@
-r"""RMSNorm followed by a learnable tanh: the seed document's fourth extension,
-"a learnable activation after the norm".
+r"""RMSNorm followed by a learnable tanh: the fourth of the learnable RMSNorm extensions
+in ``docs/concepts.md``, "a learnable activation after the norm".
 
 Forward, over the last ``len(normalized_shape)`` axes (``N`` features per row):
 
@@ -17,15 +17,15 @@ Learnable parameters:
   stays in tanh's linear part (small alpha: nearly linear, ``y ~ weight * alpha * n``;
   large alpha: a soft clip to ``+-weight``). Its shape is chosen by ``alpha_shape``:
 
-  - ``"scalar"`` (default): shape ``()``, one slope for all features. The seed wrote
-    ``alpha = ones(1)``, PyTorch's habit for a learnable scalar; but shape ``(1,)``
-    reads like a per-feature vector of length one and only works by broadcasting,
-    a silent trap when it meets a real ``(N,)`` shape (PyG issue 4030). A 0-d array
-    says "one number" and its gradient is simply the sum over everything.
+  - ``"scalar"`` (default): shape ``()``, one slope for all features. The note that
+    proposed this layer wrote ``alpha = ones(1)``, PyTorch's habit for a learnable
+    scalar; but shape ``(1,)`` reads like a per-feature vector of length one and only
+    works by broadcasting, a silent trap when it meets a real ``(N,)`` shape (PyG issue
+    4030). A 0-d array says "one number" and its gradient is simply the sum over everything.
   - ``"per_dim"``: shape ``normalized_shape``, one slope per feature.
 
 * ``weight`` (with ``elementwise_affine=True``, the default), shape ``normalized_shape``,
-  init ones: the per-dimension scale after the tanh (the seed had none, so its output
+  init ones: the per-dimension scale after the tanh (the note had none, so its output
   was stuck inside ``(-1, 1)``).
 
 Backward (derivation: ``docs/norms/rmsnorm_tanh.md``), with ``u = tanh(alpha * n)``:
@@ -38,8 +38,15 @@ Backward (derivation: ``docs/norms/rmsnorm_tanh.md``), with ``u = tanh(alpha * n
 
 Saved for backward: ``x``, ``alpha``, ``weight`` and the per-row ``rstd``; ``n`` and
 ``u`` are recomputed (saving ``u`` would spare one tanh at the cost of a full-size array).
-Both passes run on cache-sized blocks of rows, as RMSNorm's do, and ``dx`` is RMSNorm's
-own formula (``rmsnorm.rms_norm_dx``).
+``dx`` is RMSNorm's own formula (``rmsnorm.rms_norm_dx``).
+
+Numerics (``tinynorm/stats.py``): as RMSNorm's (float16 widened to float32; rows whose
+mean square overflows rescued by ``x / max|x|``). Parameters are used in the input's
+compute dtype; their gradients come back in their own.
+
+Speed: ``rms_norm_tanh_forward`` and ``rms_norm_tanh_backward`` below are the plain
+formulas and the source of truth; on NumPy a faster kernel with the same results runs
+instead (``tinynorm/kernels/``; ``docs/performance.md``).
 
 Relative: DyT (``dyt.py``, Zhu et al. 2025) keeps ``weight * tanh(alpha * x) + bias``
 and drops the normalization altogether; this layer keeps both.
@@ -50,11 +57,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, rms_rstd, widen
 from ..tensor import Tensor, ones, tensor
 from ._shared import (
     NormModule,
@@ -64,64 +72,42 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
-    column_sums,
+    eps_for,
     feature_axes,
-    for_each_row_block,
-    in_compute_dtype,
-    mul_,
-    rms_rstd,
-    sum_partials,
-    tanh_,
-    widen,
+    param_grad,
 )
-from ._shared import rms_norm_dx
+from .rmsnorm import rms_norm_dx
 
 __all__ = ["RMSNormTanh"]
 
 ALPHA_SHAPES = ("scalar", "per_dim")
 
 
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def rms_norm_tanh_rows(x: Any, alpha: Any, weight: Any, eps: float, out: Any = None) -> tuple[Any, Any]:
-    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``rstd`` ``(rows, 1)``.
-
-    ``alpha`` is ``()`` or ``(N,)``; ``out``, if given, is memory ``y`` may be written into.
-    """
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def rms_norm_tanh_forward(x: Any, alpha: Any, weight: Any, eps: float) -> tuple[Any, Any]:
+    """``y`` ``(rows, N)`` and the per-row ``rstd`` ``(rows, 1)`` it saves; ``alpha`` is ``()`` or ``(N,)``."""
     xp = namespace_of(x)
-    xw = widen(x)
-    rstd = rms_rstd(xw, (1,), eps)
-    n = mul_(xw, rstd, out=out)  # n = x * rstd
-    y = mul_(n, alpha, out=n)
-    y = tanh_(y, out=y)  # tanh(alpha * n)
-    if weight is not None:
-        y = mul_(y, weight, out=y)
-    return xp.astype(y, x.dtype, copy=False), rstd
+    xw = widen(x)  # float16 -> float32 for the statistics
+    rstd = rms_rstd(xw, eps)
+    n = xw * rstd  # RMSNorm without a weight of its own
+    y = xp.tanh(alpha * n)
+    y = y if weight is None else y * weight
+    return xp.astype(y, x.dtype), rstd
 
 
-def rms_norm_tanh_backward_rows(
-    dy: Any, x: Any, alpha: Any, weight: Any, rstd: Any, out: Any = None
-) -> tuple[Any, Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dalpha`` and ``dweight``.
-
-    Both shares are sums over the rows, shape ``(N,)``: the caller adds up the blocks'
-    and, for a ``()`` alpha, sums that over the features too.
-    """
+def rms_norm_tanh_backward(dy: Any, x: Any, alpha: Any, weight: Any, rstd: Any) -> tuple[Any, Any, Any]:
+    """``dx`` ``(rows, N)``, ``dalpha`` (``alpha``'s shape) and ``dweight`` ``(N,)`` (``None`` without a weight)."""
     xp = namespace_of(x)
     dy = widen(dy)
-    n = widen(x) * rstd  # recomputed: cheaper than storing it
-    u = mul_(n, alpha, out=out)
-    u = tanh_(u, out=u)  # tanh(alpha * n); dx's memory is free until the end
-    dweight = column_sums(xp, dy * u) if weight is not None else None
-    # Back through the weight and the tanh: t is the gradient of the tanh's argument, alpha * n.
-    t = 1 - mul_(u, u, out=u)  # tanh' = 1 - u**2
-    t = mul_(t, dy, out=t)
-    if weight is not None:
-        t = mul_(t, weight, out=t)  # t = (1 - u**2) * dy * weight
-    dalpha = column_sums(xp, n * t)
-    dn = mul_(t, alpha, out=t)
-    # RMSNorm's backward with g = dn: rstd * (dn - n * mean(dn * n)).
-    dx = rms_norm_dx(dn, n, rstd, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dalpha, dweight
+    n = widen(x) * rstd  # recomputed from the saved statistic
+    u = xp.tanh(alpha * n)
+    dweight = None if weight is None else xp.sum(dy * u, axis=0)
+    # Back through the weight and the tanh: t is the gradient reaching alpha * n.
+    t = (1 - u * u) * (dy if weight is None else dy * weight)
+    dalpha = xp.sum(n * t, axis=0)  # one slope per feature: summed over the rows ...
+    dalpha = xp.sum(dalpha) if alpha.ndim == 0 else dalpha  # ... one for all: over the features too
+    dx = rms_norm_dx(alpha * t, n, rstd)  # RMSNorm's backward with g = dn = alpha * t
+    return xp.astype(dx, x.dtype), dalpha, dweight
 
 
 def _per_feature(param: Any, features: int, x: Any) -> Any:
@@ -132,56 +118,27 @@ def _per_feature(param: Any, features: int, x: Any) -> Any:
 
 
 class RMSNormTanhFunction(Function):
-    """``weight * tanh(alpha * rms_norm(x))`` with its hand-derived backward.
-
-    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of
-    rows small enough to stay in cache (``for_each_row_block``), as ``RMSNormFunction`` does.
-    """
+    """``weight * tanh(alpha * rms_norm(x))`` with its hand-derived backward, on rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, alpha: Any, weight: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
-        xp = namespace_of(x)
         features = math.prod(normalized_shape)
         x2, a, w = as_rows(x, features), _per_feature(alpha, features, x), _per_feature(weight, features, x)
-        y2 = xp.empty(x2.shape, dtype=x.dtype)
-        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-        def block(start: int, stop: int) -> None:
-            rows = slice(start, stop)
-            y2[rows, ...], rstd[rows, ...] = rms_norm_tanh_rows(x2[rows, ...], a, w, eps, out=y2[rows, ...])
-
-        for_each_row_block(block, x2)
-        axes = feature_axes(x.ndim, normalized_shape)
-        rstd = xp.reshape(rstd, x.shape[: axes[0]] + (1,) * len(axes))  # keeps x's dimensions
-        ctx.save_for_backward(x, alpha, weight, rstd, axes)
-        return xp.reshape(y2, x.shape)
+        forward, _ = kernels.pick("rms_norm_tanh", x2, a, w) or (rms_norm_tanh_forward, rms_norm_tanh_backward)
+        y2, rstd = forward(x2, a, w, eps)
+        ctx.save_for_backward(x, alpha, weight, rstd)
+        ctx.features = features
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any]:
-        x, alpha, weight, rstd, axes = ctx.saved_tensors
-        xp = namespace_of(x)
-        features = math.prod(x.shape[axes[0] :])
-        x2, dy2, rstd2 = as_rows(x, features), as_rows(dy, features), as_rows(rstd, 1)
+        x, alpha, weight, rstd = ctx.saved_tensors
+        features = ctx.features
+        x2, dy2 = as_rows(x, features), as_rows(dy, features)
         a, w = _per_feature(alpha, features, x), _per_feature(weight, features, x)
-        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-        def block(start: int, stop: int) -> tuple[Any, Any]:
-            rows = slice(start, stop)
-            dx2[rows, ...], dalpha, dweight = rms_norm_tanh_backward_rows(
-                dy2[rows, ...], x2[rows, ...], a, w, rstd2[rows, ...], out=dx2[rows, ...]
-            )
-            return dalpha, dweight
-
-        partials = for_each_row_block(block, x2)
-        dalpha = sum_partials([p[0] for p in partials], features, x2)  # per feature: the sum over rows of n * t
-        if alpha.ndim == 0:
-            dalpha = xp.sum(dalpha)  # one slope for every feature: the sum over the features too
-        dalpha = xp.reshape(xp.astype(dalpha, alpha.dtype), alpha.shape)
-        dweight = None
-        if weight is not None:
-            dweight = sum_partials([p[1] for p in partials], features, x2)
-            dweight = xp.reshape(xp.astype(dweight, weight.dtype), weight.shape)
-        return xp.reshape(dx2, x.shape), dalpha, dweight
+        _, backward = kernels.pick("rms_norm_tanh", x2, a, w) or (rms_norm_tanh_forward, rms_norm_tanh_backward)
+        dx2, dalpha, dweight = backward(dy2, x2, a, w, rstd)
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dalpha, alpha), param_grad(dweight, weight)
 
 
 def rms_norm_tanh_reference(
@@ -194,16 +151,14 @@ def rms_norm_tanh_reference(
     return y * weight if weight is not None else y
 
 
-def _check_alpha(alpha: Any, normalized_shape: tuple[int, ...]) -> None:
+def _check_alpha(alpha: Any, normalized_shape: tuple[int, ...], x: Tensor) -> None:
     """``alpha`` is one number (shape ``()``) or one per feature (``normalized_shape``)."""
     if not isinstance(alpha, Tensor):
         raise TypeError(f"alpha: expected a tn.Tensor of shape () or {normalized_shape}, got {type(alpha).__name__}")
-    if alpha.shape in ((), normalized_shape):
-        return
-    hint = ""
-    if alpha.size == 1:
-        hint = ". For one slope shared by every feature use a 0-d tensor, shape (), not the seed's (1,)"
-    raise ValueError(f"alpha: expected shape () or {normalized_shape}, got {alpha.shape}{hint}")
+    if alpha.shape not in ((), normalized_shape):
+        hint = ". For one slope shared by every feature use a 0-d tensor, shape (), not (1,)" if alpha.size == 1 else ""
+        raise ValueError(f"alpha: expected shape () or {normalized_shape}, got {alpha.shape}{hint}")
+    check_param("alpha", alpha, alpha.shape, x)  # a floating dtype, on x's backend
 
 
 def rms_norm_tanh(
@@ -233,9 +188,9 @@ def rms_norm_tanh(
     """
     normalized_shape = as_shape(normalized_shape)
     check_input("rms_norm_tanh", x, normalized_shape)
-    _check_alpha(alpha, normalized_shape)
-    check_param("weight", weight, normalized_shape)
-    eps = check_eps(eps)
+    _check_alpha(alpha, normalized_shape, x)
+    check_param("weight", weight, normalized_shape, x)
+    eps = eps_for(check_eps(eps), x)
     if impl == "autograd":
         return rms_norm_tanh_reference(x, normalized_shape, alpha, weight, eps)
     return RMSNormTanhFunction.apply(x, alpha, weight, normalized_shape=normalized_shape, eps=eps)
@@ -291,7 +246,8 @@ register_norm(
             "3d": Case({"normalized_shape": (3, 4), "alpha_shape": "per_dim"}, (2, 3, 4)),
             "batch1": Case({"normalized_shape": 6}, (1, 6)),
             "smallest": Case({"normalized_shape": 1, "alpha_shape": "per_dim"}, (3, 1)),
+            "large": Case({"normalized_shape": 257}, (601, 257)),
         },
-        family="seed",
+        family="rmsnorm_extensions",
     )
 )
