@@ -1,5 +1,6 @@
-r"""RMSNorm followed by a learnable ``(dim, dim)`` matrix: the seed document's "a weight
-matrix the size of the input instead of a vector", taken literally and done properly.
+r"""RMSNorm followed by a learnable ``(dim, dim)`` matrix: the first of the learnable
+RMSNorm extensions in ``docs/concepts.md``, "a weight matrix the size of the input
+instead of a vector", taken literally and done properly.
 
 Forward, over the last axis (``dim`` features per row):
 
@@ -17,7 +18,7 @@ Learnable parameter:
   a **feature-mixing linear map** with ``dim**2`` parameters, *not* a per-dimension
   scale. Its diagonal alone would be RMSNorm's per-dimension ``weight``; the
   off-diagonal entries let every output feature read every normalized feature.
-  The seed's ``ones((dim, 1))`` is neither: it is a column that broadcasts
+  The proposal's ``ones((dim, 1))`` is neither: it is a column that broadcasts
   (see ``docs/norms/rmsnorm.md``).
 
 Backward (derivation: ``docs/norms/rmsnorm_matrix.md``):
@@ -30,10 +31,15 @@ Where RMSNorm has ``g = dy * weight`` (a diagonal map), this has ``g = dy @ weig
 everything after ``g`` is unchanged, because the normalization is the same.
 
 Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
-The forward forms no ``xhat`` at all: ``xhat @ weight.T = (x @ weight.T) * rstd``.
 
-Numerics: float16 input is normalized in float32 and rows whose mean square overflows
-are recomputed from ``x / max|x|`` (``_shared.rms_rstd``), as in RMSNorm.
+Numerics (``tinynorm/stats.py``): float16 input is normalized in float32 and rows whose
+mean square overflows are recomputed from ``x / max|x|``, as in RMSNorm. The weight is
+used in the input's compute dtype; its gradient comes back in its own.
+
+Speed: ``rms_norm_matrix_forward`` and ``rms_norm_matrix_backward`` below are the plain
+formulas and the source of truth; on NumPy a kernel with the same results runs instead,
+which saves memory rather than time: the three matrix products are the cost either way
+(``tinynorm/kernels/``; ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -42,10 +48,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Context, Function
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, rms_rstd, widen
 from ..tensor import Tensor, tensor
 from ._shared import (
     NormModule,
@@ -53,52 +61,57 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
-    in_compute_dtype,
-    mul_,
-    rms_rstd,
-    widen,
+    check_positive_int,
+    eps_for,
+    param_grad,
 )
-from ._shared import rms_norm_dx
+from .rmsnorm import rms_norm_dx
 
 __all__ = ["RMSNormMatrix"]
 
 
-class RMSNormMatrixFunction(Function):
-    """RMSNorm followed by ``@ weight.T``, with its hand-derived backward.
+# ---- the lesson: forward and backward on rows ``(rows, dim)`` --------------------------------
+def rms_norm_matrix_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any]:
+    """``y`` ``(rows, dim)`` and the per-row ``rstd`` ``(rows, 1)`` it saves."""
+    xp = namespace_of(x)
+    xw = widen(x)  # float16 -> float32 for the statistics
+    rstd = rms_rstd(xw, eps)
+    xhat = xw * rstd
+    y = xhat @ xp.matrix_transpose(weight)  # y_i = sum_j weight[i, j] * xhat_j
+    return xp.astype(y, x.dtype), rstd
 
-    The three ``(rows, dim) x (dim, dim)`` matrix products (``y``, ``dweight``, ``g``) are
-    the cost; they run whole, on the BLAS's own threads. What is left to save is memory:
-    no ``xhat`` in the forward, one in the backward, and ``dx`` built in ``g``'s memory.
-    """
+
+def rms_norm_matrix_backward(dy: Any, x: Any, weight: Any, rstd: Any) -> tuple[Any, Any]:
+    """``dx`` ``(rows, dim)`` and ``dweight`` ``(dim, dim)``."""
+    xp = namespace_of(x)
+    dy = widen(dy)
+    xhat = widen(x) * rstd  # recomputed from the saved statistic
+    # weight[i, j] multiplies xhat_j into y_i in every row: the outer products dy_i * xhat_j, summed.
+    dweight = xp.matrix_transpose(dy) @ xhat
+    g = dy @ weight  # y = xhat @ weight.T sends dy back to xhat as dy @ weight
+    dx = rms_norm_dx(g, xhat, rstd)  # then RMSNorm's two paths from x to xhat
+    return xp.astype(dx, x.dtype), dweight
+
+
+class RMSNormMatrixFunction(Function):
+    """RMSNorm followed by ``@ weight.T``, with its hand-derived backward, on rows ``(rows, dim)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, eps: float) -> Any:
-        xp = namespace_of(x)
-        axes = (x.ndim - 1,)
         x2, w = as_rows(x, x.shape[-1]), in_compute_dtype(weight, x)
-        xw = widen(x2)
-        rstd = rms_rstd(xw, (1,), eps)
-        # xhat @ W.T = (x @ W.T) * rstd: rstd is one number per row, and a row's linear map
-        # commutes with scaling it, so the product is taken on x and no xhat array is formed.
-        y = xp.matmul(xw, xp.matrix_transpose(w))
-        y = mul_(y, rstd, out=y)
-        ctx.save_for_backward(x, weight, xp.reshape(rstd, x.shape[:-1] + (1,)), axes)
-        return xp.reshape(xp.astype(y, x.dtype, copy=False), x.shape)
+        forward, _ = kernels.pick("rms_norm_matrix", x2, w) or (rms_norm_matrix_forward, rms_norm_matrix_backward)
+        y2, rstd = forward(x2, w, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any]:
-        x, weight, rstd, axes = ctx.saved_tensors
-        xp = namespace_of(x)
+        x, weight, rstd = ctx.saved_tensors
         dim = x.shape[-1]
-        dy2, rstd2, w = widen(as_rows(dy, dim)), as_rows(rstd, 1), in_compute_dtype(weight, x)
-        xhat = widen(as_rows(x, dim)) * rstd2  # recomputed: cheaper than storing it
-        # weight[i, j] multiplies xhat_j into y_i in every row: sum the outer products dy_i * xhat_j.
-        dweight = xp.astype(xp.matmul(xp.matrix_transpose(dy2), xhat), weight.dtype)
-        # y = xhat @ W.T sends dy back to xhat as g = dy @ W; then RMSNorm's two paths,
-        # dx = rstd * (g - xhat * mean(g * xhat)), written over xhat and then g (rmsnorm.rms_norm_dx).
-        g = xp.matmul(dy2, w)
-        dx = rms_norm_dx(g, xhat, rstd2, out=g)
-        return xp.reshape(xp.astype(dx, x.dtype, copy=False), x.shape), dweight
+        x2, dy2, w = as_rows(x, dim), as_rows(dy, dim), in_compute_dtype(weight, x)
+        _, backward = kernels.pick("rms_norm_matrix", x2, w) or (rms_norm_matrix_forward, rms_norm_matrix_backward)
+        dx2, dweight = backward(dy2, x2, w, rstd)
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dweight, weight)
 
 
 def rms_norm_matrix_reference(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
@@ -127,17 +140,11 @@ def rms_norm_matrix(x: Tensor, weight: Tensor, eps: float = 1e-6, impl: str = "e
     dim = x.shape[-1] if x.ndim else 0
     if dim < 1:
         raise ValueError(f"rms_norm_matrix: input must have at least one axis of features, got shape {x.shape}")
-    check_param("weight", weight, (dim, dim))
-    eps = check_eps(eps)
+    check_param("weight", weight, (dim, dim), x)
+    eps = eps_for(check_eps(eps), x)
     if impl == "autograd":
         return rms_norm_matrix_reference(x, weight, eps)
     return RMSNormMatrixFunction.apply(x, weight, eps=eps)
-
-
-def _check_dim(dim: Any) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim: expected a positive int (the number of features), got {dim!r}")
-    return dim
 
 
 class RMSNormMatrix(NormModule):
@@ -151,7 +158,7 @@ class RMSNormMatrix(NormModule):
 
     def __init__(self, dim: int, eps: float = 1e-6, impl: str = "explicit") -> None:
         super().__init__(impl)
-        self.dim = _check_dim(dim)
+        self.dim = check_positive_int("dim", dim)
         self.eps = check_eps(eps)
         self.weight = Parameter(tensor(np.eye(self.dim)))
 
@@ -189,8 +196,9 @@ register_norm(
             "3d": Case({"dim": 4}, (2, 3, 4)),
             "batch1": Case({"dim": 6}, (1, 6)),
             "smallest": Case({"dim": 1}, (3, 1)),
+            "large": Case({"dim": 257}, (601, 257)),
         },
-        family="seed",
+        family="rmsnorm_extensions",
         perturb=_perturb_identity,
     )
 )
