@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import namespace_of
-from ..norms import layernorm, rmsnorm
-from ..stats import centered_mean_rstd, rms_rstd, row_mean_of_product, widen
+from ..norms import layernorm, partial_rmsnorm, rmsnorm, rmsnorm_matrix, rmsnorm_tanh, scalenorm
+from ..stats import centered_mean_rstd, rms_rstd, row_mean_of_product, row_norm, row_sum_of_product, widen
 from . import Kernel, register
-from .blocks import blocked_backward, blocked_forward, column_sums, mul_, normalize_rows, row_sums, sub_
+from .blocks import blocked_backward, blocked_forward, column_sums, mul_, normalize_rows, row_sums, sub_, tanh_
 
 
 def _cast(a: Any, like: Any) -> Any:
@@ -124,5 +124,185 @@ register(
         rms_norm_forward,
         rms_norm_backward,
         lesson=(rmsnorm.rms_norm_forward, rmsnorm.rms_norm_backward),
+    )
+)
+
+
+# ---- ScaleNorm ------------------------------------------------------------------------------
+def scale_norm_forward(x: Any, g: Any, eps: float) -> tuple[Any, Any]:
+    """``scalenorm.scale_norm_forward``, by row blocks."""
+    return blocked_forward(_scale_norm_block, x, g, eps)
+
+
+def _scale_norm_block(x: Any, g: Any, eps: float, out: Any) -> tuple[Any, Any]:
+    xw = widen(x)
+    norm = row_norm(xw)
+    denom, _ = scalenorm.clamp(norm, eps)
+    y = mul_(xw, g / denom, out=out)  # g * x / denom: one number per row multiplies x
+    return _cast(y, x), norm
+
+
+def scale_norm_backward(dy: Any, x: Any, g: Any, norm: Any, eps: float) -> tuple[Any, Any]:
+    """``scalenorm.scale_norm_backward``, by row blocks."""
+    return blocked_backward(_scale_norm_backward_block, dy, x, (norm,), g, eps)
+
+
+def _scale_norm_backward_block(dy: Any, x: Any, norm: Any, g: Any, eps: float, out: Any) -> tuple[Any, Any]:
+    xp = namespace_of(x)
+    dy = widen(dy)
+    denom, unclamped = scalenorm.clamp(norm, eps)
+    u = widen(x) / denom  # a new array: dx is built in its memory
+    along = row_sum_of_product(dy, u)  # sum(dy * u), per row
+    dg = xp.sum(along)  # this block's share of the one scalar
+    projection = xp.where(unclamped, along, xp.zeros_like(along))
+    # dx = (g / denom) * (dy - u * projection), in u's memory and then out's.
+    dx = mul_(u, projection, out=u)
+    dx = sub_(dy, dx, out=dx)
+    dx = mul_(dx, g / denom, out=out)
+    return _cast(dx, x), dg
+
+
+register(
+    Kernel(
+        "scale_norm",
+        "numpy",
+        scale_norm_forward,
+        scale_norm_backward,
+        lesson=(scalenorm.scale_norm_forward, scalenorm.scale_norm_backward),
+    )
+)
+
+
+# ---- partial RMSNorm ------------------------------------------------------------------------
+def partial_rms_norm_forward(x: Any, weight: Any, bias: Any, k: int, eps: float) -> tuple[Any, Any]:
+    """``partial_rmsnorm.partial_rms_norm_forward``, by row blocks."""
+    return blocked_forward(_partial_rms_norm_block, x, weight, bias, k, eps)
+
+
+def _partial_rms_norm_block(x: Any, weight: Any, bias: Any, k: int, eps: float, out: Any) -> tuple[Any, Any]:
+    xw = widen(x)
+    rstd = rms_rstd(xw[:, :k], eps)  # the statistic sees the first k features
+    y = normalize_rows(xw, rstd, weight, bias, out=out)  # ... and divides all of them
+    return _cast(y, x), rstd
+
+
+def partial_rms_norm_backward(dy: Any, x: Any, weight: Any, rstd: Any, k: int, with_bias: bool) -> tuple[Any, Any, Any]:
+    """``partial_rmsnorm.partial_rms_norm_backward``, by row blocks."""
+    return blocked_backward(_partial_rms_norm_backward_block, dy, x, (rstd,), weight, k, with_bias)
+
+
+def _partial_rms_norm_backward_block(
+    dy: Any, x: Any, rstd: Any, weight: Any, k: int, with_bias: bool, out: Any
+) -> tuple[Any, Any, Any]:
+    dy = widen(dy)
+    xhat = widen(x) * rstd
+    g = dy * weight if weight is not None else dy
+    dweight = column_sums(dy * xhat) if weight is not None else None
+    dbias = column_sums(dy) if with_bias else None
+    # dx = rstd * (g - in_stat * xhat * sum(g * xhat) / k), built in xhat's memory; the mask
+    # in_stat is a slice assignment here: features k..N-1 get no projection term.
+    term = mul_(xhat, row_sum_of_product(g, xhat) / k, out=xhat)
+    term[:, k:] = 0
+    dx = sub_(g, term, out=term)
+    dx = mul_(dx, rstd, out=out)
+    return _cast(dx, x), dweight, dbias
+
+
+register(
+    Kernel(
+        "partial_rms_norm",
+        "numpy",
+        partial_rms_norm_forward,
+        partial_rms_norm_backward,
+        lesson=(partial_rmsnorm.partial_rms_norm_forward, partial_rmsnorm.partial_rms_norm_backward),
+    )
+)
+
+
+# ---- RMSNorm with a learnable tanh ----------------------------------------------------------
+def rms_norm_tanh_forward(x: Any, alpha: Any, weight: Any, eps: float) -> tuple[Any, Any]:
+    """``rmsnorm_tanh.rms_norm_tanh_forward``, by row blocks."""
+    return blocked_forward(_rms_norm_tanh_block, x, alpha, weight, eps)
+
+
+def _rms_norm_tanh_block(x: Any, alpha: Any, weight: Any, eps: float, out: Any) -> tuple[Any, Any]:
+    xw = widen(x)
+    rstd = rms_rstd(xw, eps)
+    n = mul_(xw, rstd, out=out)  # n = x * rstd, in y's memory
+    y = mul_(n, alpha, out=n)
+    y = tanh_(y, out=y)  # tanh(alpha * n)
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    return _cast(y, x), rstd
+
+
+def rms_norm_tanh_backward(dy: Any, x: Any, alpha: Any, weight: Any, rstd: Any) -> tuple[Any, Any, Any]:
+    """``rmsnorm_tanh.rms_norm_tanh_backward``, by row blocks."""
+    return blocked_backward(_rms_norm_tanh_backward_block, dy, x, (rstd,), alpha, weight)
+
+
+def _rms_norm_tanh_backward_block(
+    dy: Any, x: Any, rstd: Any, alpha: Any, weight: Any, out: Any
+) -> tuple[Any, Any, Any]:
+    xp = namespace_of(x)
+    dy = widen(dy)
+    n = widen(x) * rstd
+    u = mul_(n, alpha, out=out)
+    u = tanh_(u, out=u)  # tanh(alpha * n); dx's memory is free until the end
+    dweight = column_sums(dy * u) if weight is not None else None
+    t = 1 - mul_(u, u, out=u)  # tanh' = 1 - u**2, a new array
+    t = mul_(t, dy, out=t)
+    if weight is not None:
+        t = mul_(t, weight, out=t)  # t = (1 - u**2) * dy * weight
+    dalpha = column_sums(n * t)
+    dalpha = xp.sum(dalpha) if alpha.ndim == 0 else dalpha
+    dn = mul_(t, alpha, out=t)
+    return _cast(rms_norm_dx_(dn, n, rstd, out=out), x), dalpha, dweight
+
+
+register(
+    Kernel(
+        "rms_norm_tanh",
+        "numpy",
+        rms_norm_tanh_forward,
+        rms_norm_tanh_backward,
+        lesson=(rmsnorm_tanh.rms_norm_tanh_forward, rmsnorm_tanh.rms_norm_tanh_backward),
+    )
+)
+
+
+# ---- RMSNorm with a feature-mixing matrix ---------------------------------------------------
+# The three (rows, dim) x (dim, dim) matrix products are the cost, the same as the lesson's;
+# they run whole, on the BLAS's own threads, not by row blocks. What is left to save is
+# memory: no xhat in the forward, one in the backward, and dx built in g's memory.
+def rms_norm_matrix_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any]:
+    """``rmsnorm_matrix.rms_norm_matrix_forward`` without an ``xhat`` array."""
+    xp = namespace_of(x)
+    xw = widen(x)
+    rstd = rms_rstd(xw, eps)
+    # xhat @ W.T = (x @ W.T) * rstd: rstd is one number per row, and a row's linear map
+    # commutes with scaling it, so the product is taken on x.
+    y = xp.matmul(xw, xp.matrix_transpose(weight))
+    y = mul_(y, rstd, out=y)
+    return _cast(y, x), rstd
+
+
+def rms_norm_matrix_backward(dy: Any, x: Any, weight: Any, rstd: Any) -> tuple[Any, Any]:
+    """``rmsnorm_matrix.rms_norm_matrix_backward``, with ``dx`` written over ``xhat`` and then ``g``."""
+    xp = namespace_of(x)
+    dy = widen(dy)
+    xhat = widen(x) * rstd
+    dweight = xp.matmul(xp.matrix_transpose(dy), xhat)
+    g = xp.matmul(dy, weight)
+    return _cast(rms_norm_dx_(g, xhat, rstd, out=g), x), dweight
+
+
+register(
+    Kernel(
+        "rms_norm_matrix",
+        "numpy",
+        rms_norm_matrix_forward,
+        rms_norm_matrix_backward,
+        lesson=(rmsnorm_matrix.rms_norm_matrix_forward, rmsnorm_matrix.rms_norm_matrix_backward),
     )
 )
