@@ -4,7 +4,8 @@ Each row is projected onto the sphere and rescaled by one learned length:
 
     norm  = sqrt(sum(x**2))           (the row's L2 norm, per row)
     denom = max(norm, eps)            (the clamp keeps an all-zero row finite)
-    y     = g * x / denom
+    u     = x / denom                 (the row's direction; shorter than 1 where clamped)
+    y     = g * u
 
 Learnable parameter:
 
@@ -12,7 +13,7 @@ Learnable parameter:
   scaled to. At init a row of ``N`` features has norm ``sqrt(N)``, i.e. root mean square 1,
   as after RMSNorm. One scalar for the whole layer, not one per feature.
 
-Backward (derivation: ``docs/norms/scalenorm.md``), with ``u = x / denom``:
+Backward (derivation: ``docs/norms/scalenorm.md``):
 
     where norm >= eps:  dx = (g / norm) * (dy - u * sum(dy * u))
     where norm <  eps:  dx = g * dy / eps        (the denominator is a constant there)
@@ -21,14 +22,20 @@ Backward (derivation: ``docs/norms/scalenorm.md``), with ``u = x / denom``:
 The first line removes from ``dy`` its component along ``x``: scaling a row does not
 change its direction, so the output cannot respond to it.
 
-Saved for backward: ``x`` and the per-row ``denom`` and whether the clamp was active.
-Both passes run on cache-sized blocks of rows, as RMSNorm's do.
+Saved for backward: ``x`` and the per-row ``norm`` (``denom`` and the clamp follow from it).
 
-Numerics: float16 input is computed in float32; rows whose sum of squares overflows
-are recomputed from ``x / max|x|``. At ``norm == eps`` the function has a kink; the
-gradient there is taken from the ``norm`` side. The autograd reference is not
-defined for an all-zero row (the gradient of ``sqrt`` at 0 is infinite); the explicit
-backward is (``dx = g * dy / eps``).
+Numerics (``tinynorm/stats.py``): float16 input is computed in float32; the row norm
+(``row_norm``) is right from 1e-30 to 1e30, with no underflow of ``sum(x**2)`` for tiny
+rows (which would divide them by ``eps`` instead of their norm) and no overflow for huge
+ones. A row with a NaN or an inf in it has no direction: its output and gradients are NaN.
+At ``norm == eps`` the function has a kink; the gradient there is taken from the ``norm``
+side. The autograd reference is not defined for an all-zero row (the gradient of ``sqrt``
+at 0 is infinite); the explicit backward is (``dx = g * dy / eps``). ``g`` is used in the
+input's compute dtype; its gradient comes back in its own.
+
+Speed: ``scale_norm_forward`` and ``scale_norm_backward`` below are the plain formulas and
+the source of truth; on NumPy a faster kernel with the same results runs instead
+(``tinynorm/kernels/``; ``docs/performance.md``).
 
 Differs from the paper: ``normalized_shape`` may be a tuple of trailing dimensions (as in
 LayerNorm); the paper normalizes over the last axis only.
@@ -37,13 +44,16 @@ LayerNorm); the paper normalizes over the last axis only.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import maximum, namespace_of
+from ..ops import maximum
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, row_norm, widen
 from ..tensor import Tensor, tensor
 from ._shared import (
     NormModule,
@@ -52,138 +62,93 @@ from ._shared import (
     check_eps,
     check_input,
     check_param,
+    check_real,
+    eps_for,
     feature_axes,
-    for_each_row_block,
-    in_compute_dtype,
-    mul_,
-    row_mean_of_product,
-    sub_,
-    widen,
+    param_grad,
 )
 
 __all__ = ["ScaleNorm"]
 
 
-def row_norm(x: Any, axes: tuple[int, ...]) -> Any:
-    """``sqrt(sum(x**2))`` per row (``keepdims``), without overflow.
-
-    The sum is ``N * mean(x * x)``, a per-row dot product (``row_mean_of_product``).
-    ``x**2`` is inf for ``|x| > 1.8e19`` in float32; those rows (and only those: the check
-    looks at the per-row sums) are recomputed as ``s * sqrt(sum((x / s)**2))``,
-    ``s = max|x|``.
-    """
-    xp = namespace_of(x)
-    n = math.prod(x.shape[ax] for ax in axes)
-    norm = xp.sqrt(n * row_mean_of_product(xp, x, x, axes))
-    bad = ~xp.isfinite(norm)
-    if not bool(xp.any(bad)):
-        return norm
-    scale = xp.max(xp.abs(x), axis=axes, keepdims=True)
-    scale = xp.where(bad, scale, xp.ones_like(scale))
-    xs = x / scale
-    return xp.where(bad, scale * xp.sqrt(n * row_mean_of_product(xp, xs, xs, axes)), norm)
-
-
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
 def clamp(norm: Any, eps: float) -> tuple[Any, Any]:
-    """Per row: ``denom = max(norm, eps)``, and ``unclamped = norm >= eps`` (where it is ``norm``)."""
-    xp = namespace_of(norm)
-    unclamped = norm >= eps
-    return xp.where(unclamped, norm, xp.full_like(norm, eps)), unclamped
+    """Per row: ``denom = max(norm, eps)``, and ``unclamped = norm >= eps`` (where it is ``norm``).
 
-
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def scale_norm_rows(x: Any, g: Any, eps: float, out: Any = None) -> tuple[Any, Any]:
-    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``norm`` ``(rows, 1)``.
-
-    ``out``, if given, is memory ``y`` may be written into.
+    A row whose norm is not finite (a NaN or an inf in it) gets a NaN ``denom``: dividing by
+    an infinite norm would give zeros beside NaN, a direction the row does not have.
     """
+    xp = namespace_of(norm)
+    denom = xp.where(xp.isfinite(norm), xp.maximum(norm, eps), xp.nan)
+    return denom, norm >= eps
+
+
+def scale_norm_forward(x: Any, g: Any, eps: float) -> tuple[Any, Any]:
+    """``y`` ``(rows, N)`` and the per-row ``norm`` ``(rows, 1)`` it saves."""
     xp = namespace_of(x)
-    xw = widen(x)
-    norm = row_norm(xw, (1,))
+    xw = widen(x)  # float16 -> float32
+    norm = row_norm(xw)  # sqrt(sum(x**2)), safe from underflow and overflow
     denom, _ = clamp(norm, eps)
-    y = mul_(xw, g / denom, out=out)  # y = g * x / denom: one number per row multiplies x
-    return xp.astype(y, x.dtype, copy=False), norm
+    y = g * (xw / denom)
+    return xp.astype(y, x.dtype), norm
 
 
-def scale_norm_backward_rows(dy: Any, x: Any, g: Any, denom: Any, unclamped: Any, out: Any = None) -> tuple[Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx`` and these rows' share of ``dg``."""
+def scale_norm_backward(dy: Any, x: Any, g: Any, norm: Any, eps: float) -> tuple[Any, Any]:
+    """``dx`` ``(rows, N)`` and ``dg`` (shape ``()``)."""
     xp = namespace_of(x)
     dy = widen(dy)
-    u = widen(x) / denom  # the unit direction of each row (not unit where clamped)
-    along = u.shape[1] * row_mean_of_product(xp, dy, u, (1,))  # sum(dy * u), per row
-    dg = xp.sum(along)  # every row contributes to the one scalar
+    denom, unclamped = clamp(norm, eps)
+    u = widen(x) / denom  # recomputed from the saved norm
+    along = xp.sum(dy * u, axis=-1, keepdims=True)  # sum(dy * u), per row
     # Where the clamp is active the denominator is the constant eps: no projection term.
-    along_x = xp.where(unclamped, along, xp.zeros_like(along))
-    # dx = (g / denom) * (dy - u * sum(dy * u)), built in u's memory (not needed after).
-    dx = mul_(u, along_x, out=u)
-    dx = sub_(dy, dx, out=dx)
-    dx = mul_(dx, g / denom, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dg
+    projection = xp.where(unclamped, along, xp.zeros_like(along))
+    dx = (g / denom) * (dy - u * projection)
+    dg = xp.sum(along)  # g scales every element of every row
+    return xp.astype(dx, x.dtype), dg
 
 
 class ScaleNormFunction(Function):
-    """ScaleNorm with its hand-derived backward.
-
-    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of
-    rows small enough to stay in cache (``for_each_row_block``), as ``RMSNormFunction`` does.
-    """
+    """ScaleNorm with its hand-derived backward, on the input seen as rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, g: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
-        xp = namespace_of(x)
-        x2, gc = as_rows(x, math.prod(normalized_shape)), in_compute_dtype(g, x)
-        y2 = xp.empty(x2.shape, dtype=x.dtype)
-        norm = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-        def block(start: int, stop: int) -> None:
-            rows = slice(start, stop)
-            y2[rows, ...], norm[rows, ...] = scale_norm_rows(x2[rows, ...], gc, eps, out=y2[rows, ...])
-
-        for_each_row_block(block, x2)
-        denom, unclamped = clamp(norm, eps)
-        # Saved as the plain formulas have them: per-row statistics keep x's dimensions.
-        axes = feature_axes(x.ndim, normalized_shape)
-        row_shape = x.shape[: axes[0]] + (1,) * len(axes)
-        ctx.save_for_backward(x, g, xp.reshape(denom, row_shape), xp.reshape(unclamped, row_shape), axes)
-        return xp.reshape(y2, x.shape)
+        n = math.prod(normalized_shape)
+        x2, gc = as_rows(x, n), in_compute_dtype(g, x)
+        forward, _ = kernels.pick("scale_norm", x2, gc) or (scale_norm_forward, scale_norm_backward)
+        y2, norm = forward(x2, gc, eps)
+        ctx.save_for_backward(x, g, norm)
+        ctx.n, ctx.eps = n, eps
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any]:
-        x, g, denom, unclamped, axes = ctx.saved_tensors
-        xp = namespace_of(x)
-        n = math.prod(x.shape[axes[0] :])
-        x2, dy2, gc = as_rows(x, n), as_rows(dy, n), in_compute_dtype(g, x)
-        denom2, unclamped2 = as_rows(denom, 1), as_rows(unclamped, 1)
-        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-        def block(start: int, stop: int) -> Any:
-            rows = slice(start, stop)
-            dx2[rows, ...], dg = scale_norm_backward_rows(
-                dy2[rows, ...], x2[rows, ...], gc, denom2[rows, ...], unclamped2[rows, ...], out=dx2[rows, ...]
-            )
-            return dg
-
-        partials = for_each_row_block(block, x2)
-        dg = sum(partials) if partials else xp.zeros((), dtype=gc.dtype)
-        return xp.reshape(dx2, x.shape), xp.astype(dg, g.dtype)
+        x, g, norm = ctx.saved_tensors
+        x2, dy2, gc = as_rows(x, ctx.n), as_rows(dy, ctx.n), in_compute_dtype(g, x)
+        _, backward = kernels.pick("scale_norm", x2, gc) or (scale_norm_forward, scale_norm_backward)
+        dx2, dg = backward(dy2, x2, gc, norm, ctx.eps)
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dg, g)
 
 
 def scale_norm_reference(x: Tensor, normalized_shape: tuple[int, ...], g: Tensor, eps: float = 1e-5) -> Tensor:
     """The same forward composed from primitive ops; autograd derives its backward.
-    (At a tie ``norm == eps``, ``maximum`` splits the gradient; away from it they agree.)"""
+    (At a tie ``norm == eps``, ``maximum`` splits the gradient; away from it they agree.
+    ``sum(x * x)`` underflows for tiny rows: the reference is for ordinary magnitudes.)"""
     axes = feature_axes(x.ndim, normalized_shape)
     norm = (x * x).sum(axis=axes, keepdims=True).sqrt()
     return g * x / maximum(norm, eps)
 
 
-def _as_scalar_tensor(name: str, value: Tensor | float, like: Tensor) -> Tensor:
-    """A 0-d Tensor for a learnable scalar, or a constant one made from a Python number."""
+def scalar_param(name: str, value: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar parameter given to a functional: a 0-d Tensor (learnable), or a real number
+    (fixed), made into a constant 0-d Tensor in ``x``'s dtype. Anything else is refused."""
     if isinstance(value, Tensor):
-        check_param(name, value, ())
+        check_param(name, value, (), x)
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number or a 0-d tn.Tensor, got {value!r}")
-    return tensor(float(value), dtype=like.dtype, backend_name=like.backend)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return tensor(check_real(name, value), dtype=x.dtype, backend_name=x.backend)
+    raise TypeError(
+        f"{name}: expected a real number (fixed) or a 0-d tn.Tensor (learnable), got {type(value).__name__}"
+    )
 
 
 def scale_norm(
@@ -199,8 +164,8 @@ def scale_norm(
     """
     normalized_shape = as_shape(normalized_shape)
     check_input("scale_norm", x, normalized_shape)
-    g = _as_scalar_tensor("g", g, x)
-    eps = check_eps(eps)
+    g = scalar_param("g", g, x)
+    eps = eps_for(check_eps(eps), x)
     if impl == "autograd":
         return scale_norm_reference(x, normalized_shape, g, eps)
     return ScaleNormFunction.apply(x, g, normalized_shape=normalized_shape, eps=eps)
@@ -246,6 +211,7 @@ register_norm(
             "3d": Case({"normalized_shape": (3, 4)}, (2, 3, 4)),
             "batch1": Case({"normalized_shape": 6}, (1, 6)),
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
+            "large": Case({"normalized_shape": 257}, (601, 257)),
         },
         input_fn=_input_away_from_the_kinks,
     )
