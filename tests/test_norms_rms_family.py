@@ -1,5 +1,6 @@
 """The RMSNorm variants: what each one adds to RMSNorm, checked against RMSNorm itself,
-their bad-input errors, and a gradcheck catching a deliberately broken backward per file."""
+their bad-input errors, float32 at extreme magnitudes, and a gradcheck catching a
+deliberately broken backward per file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynorm as tn
-from tinynorm.norms import _shared
+from tinynorm import kernels
+from tinynorm.kernels import blocks
 from tinynorm.norms.gemma_rmsnorm import GemmaRMSNormFunction
 from tinynorm.norms.partial_rmsnorm import PartialRMSNormFunction, partial_size
 from tinynorm.norms.rmsnorm_matrix import RMSNormMatrixFunction
@@ -122,11 +124,19 @@ def test_partial_rmsnorm_output_of_the_first_k_ignores_the_rest():
     np.testing.assert_allclose(y_changed[:, 2:], 100.0 * y[:, 2:], rtol=1e-13)
 
 
-@pytest.mark.parametrize("p", [0, 0.0, -0.1, 1.5, float("nan"), "0.5", True])
+@pytest.mark.parametrize("p", [0, 0.0, -0.1, 1.5])
 def test_partial_rmsnorm_rejects_p_outside_zero_one(p):
     with pytest.raises(ValueError, match=r"p: expected the fraction .* in \(0, 1\], got "):
         tn.nn.PartialRMSNorm(8, p=p)
-    with pytest.raises(ValueError, match=r"p: expected"):
+    with pytest.raises(ValueError, match=r"p: expected the fraction"):
+        F.partial_rms_norm(tn.tensor(_rand(0, 2, 8)), 8, p=p)
+
+
+@pytest.mark.parametrize("p", [float("nan"), "0.5", True, None])
+def test_partial_rmsnorm_rejects_a_p_that_is_not_a_finite_number(p):
+    with pytest.raises(TypeError, match=r"p: expected a finite real number, got "):
+        tn.nn.PartialRMSNorm(8, p=p)
+    with pytest.raises(TypeError, match=r"p: expected a finite real number"):
         F.partial_rms_norm(tn.tensor(_rand(0, 2, 8)), 8, p=p)
 
 
@@ -226,7 +236,7 @@ def test_rmsnorm_tanh_module_alpha_shapes():
 @pytest.mark.parametrize(
     "shape, message",
     [
-        ((1,), r"alpha: expected shape \(\) or \(5,\), got \(1,\)\. For one slope.* shape \(\), not the seed's \(1,\)"),
+        ((1,), r"alpha: expected shape \(\) or \(5,\), got \(1,\)\. For one slope.* shape \(\), not \(1,\)"),
         ((3,), r"alpha: expected shape \(\) or \(5,\), got \(3,\)$"),
         ((5, 1), r"alpha: expected shape \(\) or \(5,\), got \(5, 1\)"),
     ],
@@ -243,12 +253,12 @@ def test_rmsnorm_tanh_rejects_a_python_float_alpha_and_a_bad_alpha_shape_name():
         tn.nn.RMSNormTanh(5, alpha_shape="vector")
 
 
-def test_rmsnorm_tanh_rejects_the_seed_column_weight():
+def test_rmsnorm_tanh_rejects_a_column_weight():
     with pytest.raises(ValueError, match=r"weight: expected shape \(5,\), got \(5, 1\)"):
         F.rms_norm_tanh(tn.tensor(_rand(0, 5, 5)), 5, tn.tensor(1.0), tn.tensor(np.ones((5, 1))))
 
 
-def test_gemma_and_partial_reject_the_seed_column_weight():
+def test_gemma_and_partial_reject_a_column_weight():
     x = tn.tensor(_rand(0, 4, 4))  # batch == dim: broadcasting would silently give (4, 4) rows
     with pytest.raises(ValueError, match=r"weight: expected shape \(4,\), got \(4, 1\)"):
         F.gemma_rms_norm(x, 4, tn.tensor(np.zeros((4, 1))))
@@ -256,12 +266,9 @@ def test_gemma_and_partial_reject_the_seed_column_weight():
         F.partial_rms_norm(x, 4, tn.tensor(np.ones((4, 1))), p=0.5)
 
 
-# ---- row blocks and threads change the order of the sums, nothing else --------------------------------------
-def _registry_step(name, block_bytes, threads, monkeypatch):
+# ---- the kernels compute what the lessons compute, over many row blocks on two threads ---------------------
+def _registry_step(name):
     """Output and every gradient of the registry's "3d" case of ``name`` on 9 leading rows."""
-    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(_shared, "THREADS", threads)
-    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
     module, x = get_norm(name).build("3d", seed=3)
     shape = (9,) + tuple(x.shape[1:])
     x = tn.tensor(_rand(0, *shape), requires_grad=True)
@@ -270,67 +277,79 @@ def _registry_step(name, block_bytes, threads, monkeypatch):
     return [y.numpy(), tn.backend.to_numpy(x.grad)] + [tn.backend.to_numpy(p.grad) for p in module.parameters()]
 
 
-@pytest.mark.parametrize("name", ["gemma_rmsnorm", "partial_rmsnorm", "rmsnorm_tanh"])
-def test_blocked_equals_unblocked_to_1e12(name, monkeypatch):
-    whole = _registry_step(name, 2**62, 1, monkeypatch)
-    one_row_blocks = _registry_step(name, 1, 2, monkeypatch)
-    for a, b in zip(whole, one_row_blocks):
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("name", ["gemma_rmsnorm", "partial_rmsnorm", "rmsnorm_tanh", "rmsnorm_matrix"])
+def test_kernel_in_one_row_blocks_equals_the_lesson_to_1e12(name, monkeypatch):
+    monkeypatch.setattr(blocks, "ROW_BLOCK_BYTES", 1)
+    monkeypatch.setattr(blocks, "THREADS", 2)
+    monkeypatch.setattr(blocks, "PARALLEL_MIN_BYTES", 0)
+    fast = _registry_step(name)
+    with kernels.disabled():
+        plain = _registry_step(name)
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 # ---- a broken backward is caught ---------------------------------------------------------------------------------
+# Each replaces the Function's backward (saved: x, the parameters, the per-row statistic; x and dy
+# arrive in the input's own shape) with the lesson's formulas and one mistake.
 def _matrix_transpose_forgotten(ctx, dy):
-    x, weight, rstd, axes = ctx.saved_tensors
-    xhat = x * rstd
-    g = dy @ weight.T  # should be dy @ weight
-    dx = rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    x, weight, rstd = ctx.saved_tensors
     dim = x.shape[-1]
-    return dx, dy.reshape(-1, dim).T @ xhat.reshape(-1, dim)
+    x2, dy2 = x.reshape(-1, dim), dy.reshape(-1, dim)
+    xhat = x2 * rstd
+    g = dy2 @ weight.T  # should be dy @ weight
+    dx = rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    return dx.reshape(x.shape), dy2.T @ xhat
 
 
 def _gemma_one_forgotten(ctx, dy):
-    x, weight, rstd, axes = ctx.saved_tensors
-    xhat = x * rstd
-    g = dy * weight  # should be dy * (1 + weight)
-    dx = rstd * (g - xhat * np.mean(g * xhat, axis=axes, keepdims=True))
-    return dx, tn.sum_to(dy * xhat, weight.shape)
+    x, weight, rstd = ctx.saved_tensors
+    x2, dy2 = x.reshape(-1, ctx.n), dy.reshape(-1, ctx.n)
+    xhat = x2 * rstd
+    g = dy2 * weight.reshape(-1)  # should be dy * (1 + weight)
+    dx = rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    return dx.reshape(x.shape), np.sum(dy2 * xhat, axis=0).reshape(weight.shape)
 
 
 def _partial_projection_on_every_feature(ctx, dy):
-    x, weight, bias_dtype, rstd, k = ctx.saved_tensors
-    xhat = x * rstd
-    g = dy * weight
-    dx = rstd * (g - xhat * np.sum(g * xhat, axis=-1, keepdims=True) / k)  # no mask: features beyond k too
-    return dx, tn.sum_to(dy * xhat, weight.shape), None
+    x, weight, bias, rstd = ctx.saved_tensors
+    x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, x.shape[-1])
+    xhat = x2 * rstd
+    g = dy2 * weight
+    dx = rstd * (g - xhat * np.sum(g * xhat, axis=-1, keepdims=True) / ctx.k)  # no mask: features beyond k too
+    return dx.reshape(x.shape), np.sum(dy2 * xhat, axis=0), None
 
 
 def _partial_mean_over_n(ctx, dy):
-    x, weight, bias_dtype, rstd, k = ctx.saved_tensors
-    xhat = x * rstd
-    g = dy * weight
+    x, weight, bias, rstd = ctx.saved_tensors
+    x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, x.shape[-1])
+    xhat = x2 * rstd
+    g = dy2 * weight
     projection = np.mean(g * xhat, axis=-1, keepdims=True)  # divides by N, the statistic divided by k
-    dx = rstd * (g - np.where(np.arange(x.shape[-1]) < k, xhat * projection, 0.0))
-    return dx, tn.sum_to(dy * xhat, weight.shape), None
+    dx = rstd * (g - np.where(np.arange(x.shape[-1]) < ctx.k, xhat * projection, 0.0))
+    return dx.reshape(x.shape), np.sum(dy2 * xhat, axis=0), None
+
+
+def _tanh_backward_with(ctx, dy, *, derivative, slope_in_dn):
+    x, alpha, weight, rstd = ctx.saved_tensors
+    x2, dy2 = x.reshape(-1, ctx.features), dy.reshape(-1, ctx.features)
+    a, w = alpha.reshape(() if alpha.ndim == 0 else -1), weight.reshape(-1)
+    n = x2 * rstd
+    u = np.tanh(a * n)
+    t = (1 - u * u if derivative else 1.0) * dy2 * w
+    dn = a * t if slope_in_dn else t
+    dx = rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))
+    dalpha = np.sum(n * t, axis=0)
+    dalpha = np.sum(dalpha) if alpha.ndim == 0 else dalpha.reshape(alpha.shape)
+    return dx.reshape(x.shape), dalpha, np.sum(dy2 * u, axis=0).reshape(weight.shape)
 
 
 def _tanh_derivative_forgotten(ctx, dy):
-    x, alpha, weight, rstd, axes = ctx.saved_tensors
-    n = x * rstd
-    u = np.tanh(alpha * n)
-    t = dy * weight  # should be (1 - u**2) * dy * weight
-    dn = alpha * t
-    dx = rstd * (dn - n * np.mean(dn * n, axis=axes, keepdims=True))
-    return dx, tn.sum_to(n * t, alpha.shape), tn.sum_to(dy * u, weight.shape)
+    return _tanh_backward_with(ctx, dy, derivative=False, slope_in_dn=True)  # t = dy * weight
 
 
 def _tanh_alpha_forgotten_in_dn(ctx, dy):
-    x, alpha, weight, rstd, axes = ctx.saved_tensors
-    n = x * rstd
-    u = np.tanh(alpha * n)
-    t = (1 - u * u) * dy * weight
-    dn = t  # should be alpha * t
-    dx = rstd * (dn - n * np.mean(dn * n, axis=axes, keepdims=True))
-    return dx, tn.sum_to(n * t, alpha.shape), tn.sum_to(dy * u, weight.shape)
+    return _tanh_backward_with(ctx, dy, derivative=True, slope_in_dn=False)  # dn = t
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -359,3 +378,104 @@ def test_gradcheck_catches_a_broken_backward(name, case, function, broken, fast,
     monkeypatch.setattr(function, "backward", staticmethod(broken))
     with pytest.raises(tn.GradcheckError):
         tn.gradcheck(module, x, fast=fast)
+
+
+# ---- arguments are checked up front; float32 input is computed in float32, at any magnitude ------------------
+FAMILY = ["gemma_rmsnorm", "partial_rmsnorm", "rmsnorm_tanh", "rmsnorm_matrix"]
+
+
+def _call(name, x, **given):
+    """The functional form of ``name`` on rows of 4 features, every parameter a valid Tensor unless given."""
+    if name == "gemma_rmsnorm":
+        return F.gemma_rms_norm(x, 4, **({"weight": tn.zeros(4)} | given))
+    if name == "partial_rmsnorm":
+        return F.partial_rms_norm(x, 4, **({"weight": tn.ones(4), "bias": tn.zeros(4), "p": 0.5} | given))
+    if name == "rmsnorm_tanh":
+        return F.rms_norm_tanh(x, 4, **({"alpha": tn.tensor(0.7), "weight": tn.ones(4)} | given))
+    return F.rms_norm_matrix(x, **({"weight": tn.tensor(np.eye(4))} | given))
+
+
+@pytest.mark.parametrize("eps", ["1e-5", None])
+@pytest.mark.parametrize("name", FAMILY)
+def test_an_eps_that_is_not_a_number_is_refused_naming_eps(name, eps):
+    with pytest.raises(TypeError, match=r"eps: expected a finite real number, got "):
+        _call(name, tn.tensor(_rand(0, 3, 4)), eps=eps)
+    with pytest.raises(TypeError, match=r"eps: expected a finite real number, got "):
+        get_norm(name).build("2d", eps=eps)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_an_eps_that_rounds_to_0_in_float32_is_refused(name):
+    constant_rows = np.ones((3, 4))  # only eps would keep a constant row away from 0/0 where it matters
+    with pytest.raises(ValueError, match=r"eps: 1e-50 rounds to 0 in float32"):
+        _call(name, tn.tensor(constant_rows, dtype="float32"), eps=1e-50)
+    module, x = get_norm(name).build("2d", dtype="float32", eps=1e-50)
+    with pytest.raises(ValueError, match=r"eps: 1e-50 rounds to 0 in float32"):
+        module(x)
+    assert np.isfinite(_call(name, tn.tensor(constant_rows), eps=1e-50).numpy()).all()  # fine in float64
+
+
+@pytest.mark.parametrize("given", [lambda a: a.tolist(), lambda a: a], ids=["list", "ndarray"])
+@pytest.mark.parametrize(
+    "name, param, shape",
+    [
+        ("gemma_rmsnorm", "weight", (4,)),
+        ("partial_rmsnorm", "weight", (4,)),
+        ("partial_rmsnorm", "bias", (4,)),
+        ("rmsnorm_tanh", "alpha", ()),
+        ("rmsnorm_tanh", "weight", (4,)),
+        ("rmsnorm_matrix", "weight", (4, 4)),
+    ],
+)
+def test_a_parameter_that_is_not_a_tensor_is_refused_naming_it(name, param, shape, given):
+    value = given(np.ones(shape))
+    with pytest.raises(TypeError, match=rf"^{param}: expected a tn.Tensor .*got {type(value).__name__}"):
+        _call(name, tn.tensor(_rand(0, 3, 4)), **{param: value})
+
+
+@pytest.mark.parametrize("size", [8.0, None, "8"])
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_size_that_is_not_a_positive_int_is_refused(name, size):
+    with pytest.raises(ValueError, match=r"^(normalized_shape|dim): expected a positive int"):
+        get_norm(name).module(size)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_numpy_int_size_is_accepted_as_pytorch_accepts_it(name):
+    module = get_norm(name).module(np.int64(8))
+    assert module(tn.tensor(_rand(0, 3, 8))).shape == (3, 8)
+
+
+def _float_results(module, x_host, dy_host):
+    x = tn.tensor(x_host, requires_grad=True)
+    y = module(x)
+    y.backward(tn.tensor(dy_host))
+    return [y.numpy(), tn.backend.to_numpy(x.grad)] + [tn.backend.to_numpy(p.grad) for p in module.parameters()]
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_default_module_computes_float32_input_in_float32(name):
+    default, x = get_norm(name).build("3d")  # float64 parameters, as built with defaults
+    cast, _ = get_norm(name).build("3d", dtype="float32")  # the same values after .to("float32")
+    x32 = x.numpy().astype(np.float32)
+    dy32 = _rand(1, *x.shape).astype(np.float32)
+    got, want = _float_results(default, x32, dy32), _float_results(cast, x32, dy32)
+    assert got[0].dtype == got[1].dtype == np.float32
+    assert [p.grad.dtype for p in default.parameters()] == [p.dtype for p in default.parameters()]
+    assert all(p.dtype == np.float64 for p in default.parameters())
+    for a, b in zip(got, want):  # the same float32 arithmetic, to the last bit
+        np.testing.assert_array_equal(a, b.astype(a.dtype))
+
+
+@pytest.mark.parametrize("magnitude", [1e30, 1e-30])
+@pytest.mark.parametrize("name", FAMILY)
+def test_float32_rows_of_extreme_magnitude_match_float64_forward_and_backward(name, magnitude):
+    module, x = get_norm(name).build("3d", dtype="float32")
+    x_host = magnitude * _rand(0, *x.shape)
+    dy_host = _rand(1, *x.shape)
+    got = _float_results(module, x_host.astype(np.float32), dy_host.astype(np.float32))
+    want = _float_results(module.to("float64"), x_host, dy_host)
+    for i, (a, b) in enumerate(zip(got, want)):
+        # Right to float32 rounding wherever float32 can hold the result (not below its smallest normal).
+        atol = 1e-5 * np.abs(b).max() + np.finfo(np.float32).smallest_normal
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol, err_msg=f"{name}: result {i}")
