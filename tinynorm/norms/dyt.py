@@ -25,14 +25,17 @@ Backward (derivation: ``docs/norms/dyt.md``), with ``t = tanh(alpha * x)`` and
     dweight = sum over rows of dy * t
     dbias   = sum over rows of dy
 
-Saved for backward: ``x``, ``alpha`` and ``weight``; ``t`` is recomputed (one ``tanh``)
-rather than stored as a second full-size array. Both passes run on cache-sized blocks of
-rows, as RMSNorm's do: the element-wise chain above then makes one trip to main memory, not
-one per operation.
+Saved for backward: ``x`` and the parameters; ``t`` is recomputed (one ``tanh``) rather
+than stored as a second full-size array.
 
 Numerics: float16 input is computed in float32. ``tanh`` never overflows, so no rescue
 is needed; for ``|alpha * x| > ~19`` ``t`` rounds to +-1 in float64 and the gradient
-through ``x`` and ``alpha`` is exactly 0 (saturation).
+through ``x`` and ``alpha`` is exactly 0 (saturation). Parameters are used in the
+input's compute dtype; their gradients come back in their own.
+
+Speed: ``dyt_forward`` and ``dyt_backward`` below are the plain formulas and the source
+of truth; on NumPy a faster kernel with the same results runs instead
+(``tinynorm/kernels/``; ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -40,116 +43,75 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import kernels
 from ..autograd import Context, Function
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, widen
 from ..tensor import Tensor, ones, tensor, zeros
 from ._shared import (
     NormModule,
-    add_,
     as_rows,
     as_shape,
     as_vector,
     check_input,
     check_param,
-    column_sums,
-    for_each_row_block,
-    in_compute_dtype,
-    mul_,
-    row_mean_of_product,
-    sum_partials,
-    tanh_,
-    widen,
+    check_real,
+    param_grad,
 )
+from .scalenorm import scalar_param
 
 __all__ = ["DyT"]
 
 
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def dyt_rows(x: Any, alpha: Any, weight: Any, bias: Any, out: Any = None) -> Any:
-    """Forward on rows ``x`` of shape ``(rows, N)``; ``out``, if given, is memory ``y`` may be written into."""
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def dyt_forward(x: Any, alpha: Any, weight: Any, bias: Any) -> Any:
+    """``y`` ``(rows, N)``; there is no statistic to save."""
     xp = namespace_of(x)
-    y = mul_(widen(x), alpha, out=out)
-    y = tanh_(y, out=y)  # t = tanh(alpha * x)
-    if weight is not None:
-        y = mul_(y, weight, out=out)
-    if bias is not None:
-        y = add_(y, bias, out=y)
-    return xp.astype(y, x.dtype, copy=False)
+    t = xp.tanh(alpha * widen(x))  # float16 -> float32
+    y = t if weight is None else t * weight
+    y = y if bias is None else y + bias
+    return xp.astype(y, x.dtype)
 
 
-def dyt_backward_rows(
-    dy: Any, x: Any, alpha: Any, weight: Any, with_bias: bool, out: Any = None
-) -> tuple[Any, Any, Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx`` and these rows' shares of ``dalpha`` (one number),
-    ``dweight`` and ``dbias`` (sums over the rows, shape ``(N,)``)."""
+def dyt_backward(dy: Any, x: Any, alpha: Any, weight: Any, with_bias: bool) -> tuple[Any, Any, Any, Any]:
+    """``dx`` ``(rows, N)``, ``dalpha`` (shape ``()``), ``dweight`` and ``dbias`` ``(N,)``
+    (``None`` where there is none)."""
     xp = namespace_of(x)
     dy, xw = widen(dy), widen(x)
-    t = mul_(xw, alpha, out=out)
-    t = tanh_(t, out=t)  # recomputed (dx's memory is free until the end)
-    dweight = column_sums(xp, dy * t) if weight is not None else None
-    dbias = column_sums(xp, dy) if with_bias else None
-    dt = 1 - mul_(t, t, out=t)  # tanh' = 1 - tanh**2
-    dt = mul_(dt, dy, out=dt)
-    if weight is not None:
-        dt = mul_(dt, weight, out=dt)  # dt = dy * weight * (1 - t**2), the gradient reaching alpha * x
-    # dalpha = sum of x * dt over every element, taken as per-row dot products (no x * dt array).
-    dalpha = xw.shape[1] * xp.sum(row_mean_of_product(xp, xw, dt, (1,)))
-    dx = mul_(dt, alpha, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dalpha, dweight, dbias
+    t = xp.tanh(alpha * xw)  # recomputed
+    dt = (1 - t * t) * (dy if weight is None else dy * weight)  # the gradient reaching alpha * x
+    dx = alpha * dt
+    dalpha = xp.sum(xw * dt)  # alpha multiplies every element of every row
+    dweight = None if weight is None else xp.sum(dy * t, axis=0)
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    return xp.astype(dx, x.dtype), dalpha, dweight, dbias
 
 
 class DyTFunction(Function):
-    """DyT with its hand-derived backward.
-
-    Both passes see the input as ``(rows, N)`` and run the formulas above on blocks of
-    rows small enough to stay in cache (``for_each_row_block``), as ``RMSNormFunction``
-    does; the parameters are used in the compute dtype (``in_compute_dtype``).
-    """
+    """DyT with its hand-derived backward, on the input seen as rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, alpha: Any, weight: Any, bias: Any, normalized_shape: tuple[int, ...]) -> Any:
-        xp = namespace_of(x)
         n = math.prod(normalized_shape)
         x2, a = as_rows(x, n), in_compute_dtype(alpha, x)
-        w, b = as_vector(in_compute_dtype(weight, x), n), as_vector(in_compute_dtype(bias, x), n)
-        y2 = xp.empty(x2.shape, dtype=x.dtype)
-
-        def block(start: int, stop: int) -> None:
-            rows = slice(start, stop)
-            y2[rows, ...] = dyt_rows(x2[rows, ...], a, w, b, out=y2[rows, ...])
-
-        for_each_row_block(block, x2)
-        ctx.save_for_backward(x, alpha, weight, None if bias is None else bias.dtype, normalized_shape)
-        return xp.reshape(y2, x.shape)
+        w, b = (in_compute_dtype(as_vector(p, n), x) for p in (weight, bias))
+        forward, _ = kernels.pick("dyt", x2, a, w, b) or (dyt_forward, dyt_backward)
+        y2 = forward(x2, a, w, b)
+        ctx.save_for_backward(x, alpha, weight, bias)
+        ctx.n = n
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any, Any]:
-        x, alpha, weight, bias_dtype, normalized_shape = ctx.saved_tensors
-        xp = namespace_of(x)
-        n = math.prod(normalized_shape)
-        x2, dy2 = as_rows(x, n), as_rows(dy, n)
-        a, w = in_compute_dtype(alpha, x), as_vector(in_compute_dtype(weight, x), n)
-        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-
-        def block(start: int, stop: int) -> tuple[Any, Any, Any]:
-            rows = slice(start, stop)
-            dx2[rows, ...], dalpha, dweight, dbias = dyt_backward_rows(
-                dy2[rows, ...], x2[rows, ...], a, w, bias_dtype is not None, out=dx2[rows, ...]
-            )
-            return dalpha, dweight, dbias
-
-        partials = for_each_row_block(block, x2)
-        dalpha = sum(p[0] for p in partials) if partials else xp.zeros((), dtype=a.dtype)  # one number
-        dalpha = xp.astype(dalpha, alpha.dtype)
-        # Per-feature parameters: each row contributes, so the blocks' row sums are added up.
-        dweight = dbias = None
-        if weight is not None:
-            dweight = xp.reshape(xp.astype(sum_partials([p[1] for p in partials], n, x2), weight.dtype), weight.shape)
-        if bias_dtype is not None:
-            dbias = xp.reshape(xp.astype(sum_partials([p[2] for p in partials], n, x2), bias_dtype), normalized_shape)
-        return xp.reshape(dx2, x.shape), dalpha, dweight, dbias
+        x, alpha, weight, bias = ctx.saved_tensors
+        x2, dy2 = as_rows(x, ctx.n), as_rows(dy, ctx.n)
+        a, w = in_compute_dtype(alpha, x), in_compute_dtype(as_vector(weight, ctx.n), x)
+        _, backward = kernels.pick("dyt", x2, a, w) or (dyt_forward, dyt_backward)
+        dx2, dalpha, dweight, dbias = backward(dy2, x2, a, w, bias is not None)
+        grads = (param_grad(dalpha, alpha), param_grad(dweight, weight), param_grad(dbias, bias))
+        return (namespace_of(x).reshape(dx2, x.shape), *grads)
 
 
 def dyt_reference(x: Tensor, alpha: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
@@ -160,20 +122,6 @@ def dyt_reference(x: Tensor, alpha: Tensor, weight: Tensor | None = None, bias: 
     if bias is not None:
         y = y + bias
     return y
-
-
-def _as_alpha(alpha: Tensor | float, like: Tensor) -> Tensor:
-    """A 0-d Tensor (learnable), or a constant one made from a Python number (fixed)."""
-    if isinstance(alpha, Tensor):
-        check_param("alpha", alpha, ())
-        return alpha
-    return tensor(_check_alpha(alpha), dtype=like.dtype, backend_name=like.backend)
-
-
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise ValueError(f"alpha: expected a finite number or a 0-d tn.Tensor, got {alpha!r}")
-    return float(alpha)
 
 
 def dyt(
@@ -191,9 +139,9 @@ def dyt(
     """
     normalized_shape = as_shape(normalized_shape)
     check_input("dyt", x, normalized_shape)
-    alpha = _as_alpha(alpha, x)
-    check_param("weight", weight, normalized_shape)
-    check_param("bias", bias, normalized_shape)
+    alpha = scalar_param("alpha", alpha, x)
+    check_param("weight", weight, normalized_shape, x)
+    check_param("bias", bias, normalized_shape, x)
     if impl == "autograd":
         return dyt_reference(x, alpha, weight, bias)
     return DyTFunction.apply(x, alpha, weight, bias, normalized_shape=normalized_shape)
@@ -213,7 +161,7 @@ class DyT(NormModule):
     ) -> None:
         super().__init__(impl)
         self.normalized_shape = as_shape(normalized_shape)
-        self.alpha = Parameter(tensor(_check_alpha(alpha_init)))
+        self.alpha = Parameter(tensor(check_real("alpha_init", alpha_init)))
         self.weight = Parameter(ones(*self.normalized_shape))
         self.bias = Parameter(zeros(*self.normalized_shape))
 
@@ -242,6 +190,7 @@ register_norm(
             "3d": Case({"normalized_shape": (3, 4)}, (2, 3, 4)),
             "batch1": Case({"normalized_shape": 6}, (1, 6)),
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
+            "large": Case({"normalized_shape": 257}, (601, 257)),
         },
     )
 )
