@@ -1,8 +1,9 @@
-r"""DynamicRangeNorm: the seed document's third extension, "a custom normalization with
-learnable parameters, e.g. a parameter that controls the dynamic range", made precise.
+r"""DynamicRangeNorm: the third of the learnable RMSNorm extensions in ``docs/concepts.md``,
+"a custom normalization with learnable parameters, e.g. a parameter that controls the
+dynamic range", made precise.
 
-The seed sketched a LayerNorm (``(x - mean) / sqrt(var + eps) * gamma + beta``) and left
-the "dynamic range" parameter undefined. Here it is defined two ways, both learnable:
+The proposal sketched a LayerNorm (``(x - mean) / sqrt(var + eps) * gamma + beta``) and
+left the "dynamic range" parameter undefined. Here it is defined two ways, both learnable:
 
 * a normalization **strength** ``p``: rows are divided by ``std**p`` instead of ``std``.
   ``p = 1`` is LayerNorm, ``p = 0`` only centres, in between a row keeps part of its
@@ -17,8 +18,14 @@ Forward, over the last ``len(normalized_shape)`` axes (``N`` features per row):
     var   = sum((x - mean)**2) / D                  (D = N, biased; D = N - 1 with unbiased=True)
     eps   = eps_min + softplus(eps_raw)             (always > 0; a plain float when fixed)
     rstd  = 1 / sqrt(var + eps)                     (LayerNorm's rstd)
+    xhat  = (x - mean) * rstd                       (LayerNorm's output)
     gain  = rstd**p = (var + eps)**(-p/2)           (the per-row gain)
-    y     = (x - mean) * gain * weight + bias
+    yhat  = (x - mean) * gain = xhat * rstd**(p - 1)
+    y     = yhat * weight + bias
+
+``yhat`` is computed as ``xhat * rstd**(p - 1)``: for a row of 1e30 in float32 and a
+``p`` that training moved above 1, ``gain`` itself is below float32's smallest normal
+number and would take most of ``yhat``'s digits with it.
 
 Learnable parameters:
 
@@ -40,65 +47,61 @@ The range of ``p``: a fixed ``p``, and the initial value of a learnable one, mus
 learnable ``p`` outside that range; the formula stays finite for every real ``p``
 (``var + eps > 0``), it just over-normalizes (``p > 1``) or amplifies spread (``p < 0``).
 
-Backward (derivation: ``docs/norms/custom_norm.md``), with ``g = dy * weight``,
-``xhat = (x - mean) * rstd`` (LayerNorm's normalized input), ``yhat = (x - mean) * gain``
-and the per-row ``proj = sum(g * xhat)``:
+Backward (derivation: ``docs/norms/custom_norm.md``), with ``g = dy * weight`` and the
+per-row ``proj = sum(g * xhat)``:
 
     dx       = gain * (g - mean(g) - (p / D) * xhat * proj)
     dweight  = sum over rows of dy * yhat
     dbias    = sum over rows of dy
-    dp       = sum over rows of log(rstd) * sum(g * yhat)
-    deps     = sum over rows of -(p / 2) * gain * rstd * proj
+    dp       = sum over rows of log(rstd) * sum(g * yhat)       (sum(g * yhat) = proj * rstd**(p - 1))
+    deps     = sum over rows of -(p / 2) * (proj * rstd) * gain
     deps_raw = sigmoid(eps_raw) * deps
 
-With ``p = 1`` and ``D = N`` the first line is LayerNorm's backward.
+With ``p = 1`` and ``D = N`` the first line is LayerNorm's backward. ``proj * rstd`` is
+taken before the gain: for a tiny row with a tiny ``eps``, ``rstd`` is huge and
+``rstd * gain`` would overflow float32 where ``deps`` does not.
 
-Saved for backward: ``x``, the per-row ``mean`` and ``rstd``, and the value of ``p``
+Saved for backward: ``x``, the parameters and the per-row ``mean`` and ``rstd``
 (``eps`` is inside ``rstd``); ``xhat`` and ``yhat`` are recomputed.
 
-Numerics: float16 input is normalized in float32; the variance is two-pass; rows
-whose statistics overflow are recomputed from ``x / max|x|`` (``_shared.centered_mean_rstd``);
-softplus and sigmoid are evaluated in forms that never overflow.
+Numerics (``tinynorm/stats.py``): float16 input is normalized in float32; the variance
+is two-pass; rows whose statistics overflow are recomputed from ``x / max|x|``;
+softplus and sigmoid are evaluated in forms that never overflow. ``p`` and ``eps`` enter
+the formulas as Python floats, and the parameters in the input's compute dtype, so
+float32 input is computed in float32; the gradients come back in the parameters' dtype.
 
-Speed: as LayerNorm's, the formulas below run on blocks of rows small enough to stay in
-cache (on both cores for big inputs), writing into memory already allocated where the backend allows it
-(``_shared.for_each_row_block``, ``mul_``); ``p`` and ``eps`` enter as Python floats, so
-they never promote float32 input to float64.
+Speed: ``dynamic_range_norm_forward`` and ``dynamic_range_norm_backward`` below are the
+plain formulas and the source of truth; on NumPy a faster kernel with the same results
+runs instead (``tinynorm/kernels/``; ``docs/performance.md``).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Context, Function
-from ..backend import compute_dtype
+from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..ops import namespace_of
 from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..stats import in_compute_dtype, mean_rstd, widen
 from ..tensor import Tensor, ones, tensor, zeros
 from ._shared import (
     NormModule,
-    add_,
     as_rows,
     as_shape,
     as_vector,
-    centered_mean_rstd,
     check_eps,
     check_input,
     check_param,
-    column_sums,
+    check_real,
+    eps_for,
     feature_axes,
-    for_each_row_block,
-    mul_,
-    normalize_rows,
-    row_mean,
-    row_mean_of_product,
-    sub_,
-    sum_partials,
-    widen,
+    param_grad,
 )
 
 __all__ = ["DynamicRangeNorm"]
@@ -124,56 +127,48 @@ def eps_raw_for(eps: float, eps_min: float = EPS_MIN) -> float:
     return math.log(math.expm1(eps - eps_min))
 
 
-# ---- the formulas, on a block of rows ``(rows, N)`` ------------------------------------------
-def dynamic_range_norm_rows(
-    x: Any, weight: Any, bias: Any, p: float, eps: float, correction: int, out: Any = None
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def dynamic_range_norm_forward(
+    x: Any, weight: Any, bias: Any, p: float, eps: float, correction: int
 ) -> tuple[Any, Any, Any]:
-    """Forward on rows ``x`` of shape ``(rows, N)``: ``y`` and the per-row ``mean`` and ``rstd``.
-
-    LayerNorm's forward (``layer_norm_rows``) with the gain ``rstd**p`` in place of ``rstd``.
-    ``out``, if given, is memory ``y`` may be written into (the caller's output block).
-    """
+    """``y`` ``(rows, N)`` and the per-row ``mean`` and ``rstd`` ``(rows, 1)`` it saves."""
     xp = namespace_of(x)
-    mean, rstd, centered = centered_mean_rstd(widen(x), (1,), eps, correction)  # centered: a new array
-    y = normalize_rows(centered, rstd**p, weight, bias, out=out)  # (x - mean) * gain * weight + bias
-    return xp.astype(y, x.dtype, copy=False), mean, rstd
+    xw = widen(x)  # float16 -> float32 for the statistics
+    mean, rstd = mean_rstd(xw, eps, correction)  # LayerNorm's (correction=1: the unbiased variance)
+    xhat = (xw - mean) * rstd
+    yhat = xhat * rstd ** (p - 1)  # = (x - mean) * rstd**p
+    y = yhat if weight is None else yhat * weight
+    y = y if bias is None else y + bias
+    return xp.astype(y, x.dtype), mean, rstd
 
 
-def dynamic_range_norm_backward_rows(
-    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, p: float, divisor: int, with_bias: bool, out: Any = None
-) -> tuple[Any, Any, Any, Any]:
-    """Backward on rows ``(rows, N)``: ``dx``, these rows' shares of ``dweight`` and ``dbias``,
-    and the per-row ``proj = sum(g * xhat)``, from which the caller builds ``dp`` and ``deps``.
-
-    ``divisor`` is the variance's ``D``; ``out``, if given, is memory ``dx`` may be written into.
-    """
+def dynamic_range_norm_backward(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, p: float, correction: int, with_bias: bool
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``dx`` ``(rows, N)``, ``dweight`` and ``dbias`` ``(N,)`` (``None`` where there is none),
+    and ``dp`` and ``deps`` (shape ``()``), the gradients of the strength and of the epsilon."""
     xp = namespace_of(x)
     dy = widen(dy)
-    gain = rstd**p
-    xhat = widen(x) - mean  # recomputed: cheaper than storing it
-    xhat = mul_(xhat, rstd, out=xhat)  # LayerNorm's normalized input, O(1) even for huge rows
-    g = dy * weight if weight is not None else dy
-    # dweight sums dy * yhat, yhat = xhat * (gain / rstd): a per-row factor, so a weighted column sum.
-    dweight = column_sums(xp, dy * xhat, gain / rstd) if weight is not None else None
-    dbias = column_sums(xp, dy) if with_bias else None
-    proj = row_mean_of_product(xp, g, xhat, (1,)) * x.shape[1]  # sum(g * xhat)
-    # The direct path and the path through the mean give gain * (g - mean(g)); the path through
-    # the variance is weighted by p and uses the variance's divisor D:
-    #   dx = gain * (g - mean(g) - (p / D) * xhat * proj),  built in xhat's memory (not needed after).
-    dx = mul_(xhat, (p / divisor) * proj, out=xhat)
-    dx = add_(dx, row_mean(xp, g, (1,)), out=dx)
-    dx = sub_(g, dx, out=dx)
-    dx = mul_(dx, gain, out=out)
-    return xp.astype(dx, x.dtype, copy=False), dweight, dbias, proj
+    xhat = (widen(x) - mean) * rstd  # recomputed from the saved statistics
+    gain, to_yhat = rstd**p, rstd ** (p - 1)  # yhat = xhat * to_yhat
+    g = dy if weight is None else dy * weight  # the gradient reaching yhat
+    proj = xp.sum(g * xhat, axis=-1, keepdims=True)
+    # The direct path and the path through the mean give gain * (g - mean(g)); the path
+    # through the variance is weighted by p, with the variance's divisor D = N - correction.
+    divisor = x.shape[1] - correction
+    dx = gain * (g - xp.mean(g, axis=-1, keepdims=True) - (p / divisor) * xhat * proj)
+    dweight = None if weight is None else xp.sum(dy * xhat * to_yhat, axis=0)
+    dbias = xp.sum(dy, axis=0) if with_bias else None
+    dp = xp.sum(xp.log(rstd) * (proj * to_yhat))  # d gain / d p = gain * log(rstd)
+    deps = xp.sum(-(p / 2) * (proj * rstd) * gain)  # d gain / d eps = -(p/2) * gain * rstd**2
+    return xp.astype(dx, x.dtype), dweight, dbias, dp, deps
 
 
 class DynamicRangeNormFunction(Function):
-    """DynamicRangeNorm with its hand-derived backward.
+    """DynamicRangeNorm with its hand-derived backward, on the input seen as rows ``(rows, N)``.
 
     Inputs ``p`` and ``eps_raw`` are 0-d arrays when learnable, ``None`` when fixed (their
-    values then come as the keyword arguments ``fixed_p`` and ``fixed_eps``). Both passes
-    see the input as ``(rows, N)`` and run the formulas above on blocks of rows, as
-    LayerNorm does (``for_each_row_block``).
+    values then come as the keyword arguments ``fixed_p`` and ``fixed_eps``).
     """
 
     @staticmethod
@@ -190,69 +185,31 @@ class DynamicRangeNormFunction(Function):
         eps_min: float,
         correction: int,
     ) -> Any:
-        xp = namespace_of(x)
         # The two scalars as Python floats: they then take the dtype of x in arithmetic.
         p_value = fixed_p if p is None else float(p)
-        eps = fixed_eps if eps_raw is None else eps_min + float(softplus(xp, eps_raw))
+        eps = fixed_eps if eps_raw is None else eps_min + float(softplus(namespace_of(eps_raw), eps_raw))
         n = math.prod(normalized_shape)
-        x2, w, b = as_rows(x, n), as_vector(weight, n), as_vector(bias, n)
-        y2 = xp.empty(x2.shape, dtype=x.dtype)
-        mean = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-        rstd = xp.empty((x2.shape[0], 1), dtype=compute_dtype(x.dtype, xp))
-
-        def block(start: int, stop: int) -> None:
-            rows = slice(start, stop)
-            y2[rows, ...], mean[rows, ...], rstd[rows, ...] = dynamic_range_norm_rows(
-                x2[rows, ...], w, b, p_value, eps, correction, out=y2[rows, ...]
-            )
-
-        for_each_row_block(block, x2)
-        params = (weight, None if bias is None else bias.dtype, p, eps_raw)
-        ctx.save_for_backward(x, params, mean, rstd, p_value, normalized_shape, correction)
-        return xp.reshape(y2, x.shape)
+        x2 = as_rows(x, n)
+        w, b = (in_compute_dtype(as_vector(q, n), x) for q in (weight, bias))
+        lesson = (dynamic_range_norm_forward, dynamic_range_norm_backward)
+        forward, _ = kernels.pick("dynamic_range_norm", x2, w, b) or lesson
+        y2, mean, rstd = forward(x2, w, b, p_value, eps, correction)
+        ctx.save_for_backward(x, weight, bias, p, eps_raw, mean, rstd)
+        ctx.n, ctx.p, ctx.correction = n, p_value, correction
+        return namespace_of(x).reshape(y2, x.shape)
 
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any, Any, Any, Any]:
-        x, (weight, bias_dtype, p, eps_raw), mean, rstd, p_value, normalized_shape, correction = ctx.saved_tensors
-        xp = namespace_of(x)
-        n = math.prod(normalized_shape)
-        x2, dy2, w = as_rows(x, n), as_rows(dy, n), as_vector(weight, n)
-        dx2 = xp.empty(x2.shape, dtype=x2.dtype)
-        proj = xp.empty(mean.shape, dtype=mean.dtype)
-
-        def block(start: int, stop: int) -> tuple[Any, Any]:
-            rows = slice(start, stop)
-            dx2[rows, ...], dweight, dbias, proj[rows, ...] = dynamic_range_norm_backward_rows(
-                dy2[rows, ...],
-                x2[rows, ...],
-                w,
-                mean[rows, ...],
-                rstd[rows, ...],
-                p_value,
-                n - correction,  # D: N, or N - 1 when unbiased
-                bias_dtype is not None,
-                out=dx2[rows, ...],
-            )
-            return dweight, dbias
-
-        partials = for_each_row_block(block, x2)
-        dweight = dbias = dp = deps_raw = None
-        if weight is not None:
-            dweight = sum_partials([q[0] for q in partials], n, x2)
-            dweight = xp.reshape(xp.astype(dweight, weight.dtype), normalized_shape)
-        if bias_dtype is not None:
-            dbias = xp.reshape(xp.astype(sum_partials([q[1] for q in partials], n, x2), bias_dtype), normalized_shape)
-        gain = rstd**p_value
-        if p is not None:
-            # d gain / d p = gain * log(rstd); every row contributes to the one scalar.
-            # sum(g * yhat) = proj * gain / rstd, as yhat = xhat * gain / rstd.
-            dp = xp.astype(xp.sum(xp.log(rstd) * (proj * gain / rstd)), p.dtype)
-        if eps_raw is not None:
-            # d gain / d eps = -(p/2) * gain / (var + eps) = -(p/2) * gain * rstd**2, and
-            # sum(g * centered) * rstd**2 = proj * rstd.
-            deps = xp.sum(-(p_value / 2) * gain * rstd * proj)
-            deps_raw = xp.astype(sigmoid(xp, eps_raw) * deps, eps_raw.dtype)
-        return xp.reshape(dx2, x.shape), dweight, dbias, dp, deps_raw
+        x, weight, bias, p, eps_raw, mean, rstd = ctx.saved_tensors
+        x2, dy2 = as_rows(x, ctx.n), as_rows(dy, ctx.n)
+        w = in_compute_dtype(as_vector(weight, ctx.n), x)
+        lesson = (dynamic_range_norm_forward, dynamic_range_norm_backward)
+        _, backward = kernels.pick("dynamic_range_norm", x2, w) or lesson
+        dx2, dweight, dbias, dp, deps = backward(dy2, x2, w, mean, rstd, ctx.p, ctx.correction, bias is not None)
+        # eps = eps_min + softplus(eps_raw): d eps / d eps_raw = sigmoid(eps_raw).
+        deps_raw = None if eps_raw is None else sigmoid(namespace_of(eps_raw), eps_raw) * deps
+        grads = (param_grad(dweight, weight), param_grad(dbias, bias), param_grad(dp, p), param_grad(deps_raw, eps_raw))
+        return (namespace_of(x).reshape(dx2, x.shape), *grads)
 
 
 def dynamic_range_norm_reference(
@@ -285,19 +242,24 @@ def dynamic_range_norm_reference(
     return y
 
 
-def _check_strength(p: Any) -> None:
+def _check_strength(p: Any, x: Tensor | None = None) -> None:
+    """``p``: a 0-d Tensor (learnable, checked as every parameter) or a number in ``[0, 1]`` (fixed)."""
     if isinstance(p, Tensor):
-        check_param("p", p, ())
-    elif isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        check_param("p", p, (), x)
+        return
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p: expected a number in [0, 1] or a 0-d tn.Tensor, got {type(p).__name__}")
+    if not 0.0 <= p <= 1.0:
         raise ValueError(
             f"p: expected a number in [0, 1] (1 = full normalization, 0 = centering only) or a 0-d tn.Tensor, got {p!r}"
         )
 
 
-def _check_eps_min(eps_min: float) -> float:
+def _check_eps_min(eps_min: Any) -> float:
+    eps_min = check_real("eps_min", eps_min)
     if not eps_min > 0:
         raise ValueError(f"eps_min: expected a positive floor (it keeps a learnable eps above 0), got {eps_min}")
-    return float(eps_min)
+    return eps_min
 
 
 def _check_divisor(normalized_shape: tuple[int, ...], unbiased: bool) -> int:
@@ -342,24 +304,24 @@ def dynamic_range_norm(
     eps_min
         The positive floor under a learnable epsilon.
     unbiased
-        Divide the variance by ``N - 1`` (``torch.var``'s default, the seed's ``x.var(1)``)
+        Divide the variance by ``N - 1`` (``torch.var``'s default, the proposal's ``x.var(1)``)
         instead of ``N`` (LayerNorm's). Needs ``N >= 2``.
     impl
         ``"explicit"`` (hand-derived backward) or ``"autograd"`` (primitive ops).
     """
     normalized_shape = as_shape(normalized_shape)
     check_input("dynamic_range_norm", x, normalized_shape)
-    check_param("weight", weight, normalized_shape)
-    check_param("bias", bias, normalized_shape)
-    _check_strength(p)
+    check_param("weight", weight, normalized_shape, x)
+    check_param("bias", bias, normalized_shape, x)
+    _check_strength(p, x)
     correction = _check_divisor(normalized_shape, unbiased)
     if eps_raw is not None and eps is not None:
         raise ValueError("eps, eps_raw: give a fixed eps or a learnable eps_raw, not both")
     if eps_raw is not None:
-        check_param("eps_raw", eps_raw, ())
-        eps_min = _check_eps_min(eps_min)
+        check_param("eps_raw", eps_raw, (), x)
+        eps_min = eps_for(_check_eps_min(eps_min), x)  # the floor must survive in the compute dtype
     else:
-        eps = check_eps(1e-5 if eps is None else eps)
+        eps = eps_for(check_eps(1e-5 if eps is None else eps), x)
     if impl == "autograd":
         return dynamic_range_norm_reference(x, normalized_shape, weight, bias, p, eps, eps_raw, eps_min, correction)
     p_tensor = p if isinstance(p, Tensor) else None
@@ -385,7 +347,7 @@ class DynamicRangeNorm(NormModule):
     epsilon; see the module docstring for the formulas and ``docs/norms/custom_norm.md``
     for the derivation. ``eps`` and ``p`` are the initial values of the learnable
     parameters, or the fixed values when ``learnable_eps`` / ``learnable_p`` is False.
-    The name is the seed document's: both parameters control how much of each row's
+    The name says what both parameters control: how much of each row's
     dynamic range (its spread) survives the normalization. No PyTorch counterpart.
     """
 
@@ -473,13 +435,14 @@ register_norm(
         doc="docs/norms/custom_norm.md",
         cases={
             "2d": Case({"normalized_shape": 5}, (3, 5)),
-            # The seed's x.var(1) is unbiased: one case exercises that divisor.
+            # The proposal's x.var(1) is unbiased: one case exercises that divisor.
             "3d": Case({"normalized_shape": (3, 4), "unbiased": True}, (2, 3, 4)),
             "batch1": Case({"normalized_shape": 6}, (1, 6)),
             # N = 1 is defined for the (default) biased variance: the output is the bias.
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
+            "large": Case({"normalized_shape": 257}, (601, 257)),
         },
-        family="seed",
+        family="rmsnorm_extensions",
         perturb=_perturb,
     )
 )
