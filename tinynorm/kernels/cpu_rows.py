@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import namespace_of
-from ..norms import layernorm, partial_rmsnorm, rmsnorm, rmsnorm_matrix, rmsnorm_tanh, scalenorm
-from ..stats import centered_mean_rstd, rms_rstd, row_mean_of_product, row_norm, row_sum_of_product, widen
+from ..norms import custom_norm, dyt, layernorm, partial_rmsnorm, rmsnorm, rmsnorm_matrix, rmsnorm_tanh, scalenorm
+from ..stats import centered_mean_rstd, rms_rstd, row_mean, row_mean_of_product, row_norm, row_sum_of_product, widen
 from . import Kernel, register
-from .blocks import blocked_backward, blocked_forward, column_sums, mul_, normalize_rows, row_sums, sub_, tanh_
+from .blocks import add_, blocked_backward, blocked_forward, column_sums, mul_, normalize_rows, row_sums, sub_, tanh_
 
 
 def _cast(a: Any, like: Any) -> Any:
@@ -304,5 +304,110 @@ register(
         rms_norm_matrix_forward,
         rms_norm_matrix_backward,
         lesson=(rmsnorm_matrix.rms_norm_matrix_forward, rmsnorm_matrix.rms_norm_matrix_backward),
+    )
+)
+
+
+# ---- DyT ------------------------------------------------------------------------------------
+# Element-wise: a block's chain of operations makes one trip to main memory, not one per operation.
+def dyt_forward(x: Any, alpha: Any, weight: Any, bias: Any) -> Any:
+    """``dyt.dyt_forward``, by row blocks."""
+    (y,) = blocked_forward(_dyt_block, x, alpha, weight, bias)
+    return y
+
+
+def _dyt_block(x: Any, alpha: Any, weight: Any, bias: Any, out: Any) -> tuple[Any]:
+    y = mul_(widen(x), alpha, out=out)
+    y = tanh_(y, out=y)  # t = tanh(alpha * x)
+    if weight is not None:
+        y = mul_(y, weight, out=y)
+    if bias is not None:
+        y = add_(y, bias, out=y)
+    return (_cast(y, x),)
+
+
+def dyt_backward(dy: Any, x: Any, alpha: Any, weight: Any, with_bias: bool) -> tuple[Any, Any, Any, Any]:
+    """``dyt.dyt_backward``, by row blocks."""
+    return blocked_backward(_dyt_backward_block, dy, x, (), alpha, weight, with_bias)
+
+
+def _dyt_backward_block(
+    dy: Any, x: Any, alpha: Any, weight: Any, with_bias: bool, out: Any
+) -> tuple[Any, Any, Any, Any]:
+    xp = namespace_of(x)
+    dy, xw = widen(dy), widen(x)
+    t = mul_(xw, alpha, out=out)
+    t = tanh_(t, out=t)  # recomputed (dx's memory is free until the end)
+    dweight = column_sums(dy * t) if weight is not None else None
+    dbias = column_sums(dy) if with_bias else None
+    dt = 1 - mul_(t, t, out=t)  # tanh' = 1 - tanh**2, a new array
+    dt = mul_(dt, dy, out=dt)
+    if weight is not None:
+        dt = mul_(dt, weight, out=dt)  # dt = dy * weight * (1 - t**2), the gradient reaching alpha * x
+    # dalpha = sum of x * dt over every element, taken as per-row dot products (no x * dt array).
+    dalpha = xp.sum(row_sum_of_product(xw, dt))
+    dx = mul_(dt, alpha, out=out)
+    return _cast(dx, x), dalpha, dweight, dbias
+
+
+register(Kernel("dyt", "numpy", dyt_forward, dyt_backward, lesson=(dyt.dyt_forward, dyt.dyt_backward)))
+
+
+# ---- DynamicRangeNorm -----------------------------------------------------------------------
+def dynamic_range_norm_forward(
+    x: Any, weight: Any, bias: Any, p: float, eps: float, correction: int
+) -> tuple[Any, Any, Any]:
+    """``custom_norm.dynamic_range_norm_forward``, by row blocks."""
+    return blocked_forward(_dynamic_range_norm_block, x, weight, bias, p, eps, correction)
+
+
+def _dynamic_range_norm_block(
+    x: Any, weight: Any, bias: Any, p: float, eps: float, correction: int, out: Any
+) -> tuple[Any, Any, Any]:
+    # x - mean goes straight into y's memory: the two-pass variance computes it anyway.
+    mean, rstd, centered = centered_mean_rstd(widen(x), eps, correction, subtract=lambda a, b: sub_(a, b, out=out))
+    xhat = mul_(centered, rstd, out=centered)
+    y = normalize_rows(xhat, rstd ** (p - 1), weight, bias, out=xhat)  # xhat * rstd**(p - 1) * weight + bias
+    return _cast(y, x), mean, rstd
+
+
+def dynamic_range_norm_backward(
+    dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, p: float, correction: int, with_bias: bool
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``custom_norm.dynamic_range_norm_backward``, by row blocks."""
+    args = (weight, p, correction, with_bias)
+    return blocked_backward(_dynamic_range_norm_backward_block, dy, x, (mean, rstd), *args)
+
+
+def _dynamic_range_norm_backward_block(
+    dy: Any, x: Any, mean: Any, rstd: Any, weight: Any, p: float, correction: int, with_bias: bool, out: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    xp = namespace_of(x)
+    dy = widen(dy)
+    gain, to_yhat = rstd**p, rstd ** (p - 1)
+    xhat = widen(x) - mean  # a new array
+    xhat = mul_(xhat, rstd, out=xhat)
+    g = dy * weight if weight is not None else dy
+    # dweight sums dy * yhat, yhat = xhat * to_yhat: a per-row factor, so a weighted column sum.
+    dweight = column_sums(dy * xhat, to_yhat) if weight is not None else None
+    dbias = column_sums(dy) if with_bias else None
+    proj = row_sum_of_product(g, xhat)  # sum(g * xhat), per row
+    dp = xp.sum(xp.log(rstd) * (proj * to_yhat))
+    deps = xp.sum(-(p / 2) * (proj * rstd) * gain)
+    # dx = gain * (g - mean(g) - (p / D) * xhat * proj), built in xhat's memory (not needed after).
+    dx = mul_(xhat, (p / (x.shape[1] - correction)) * proj, out=xhat)
+    dx = add_(dx, row_mean(g), out=dx)
+    dx = sub_(g, dx, out=dx)
+    dx = mul_(dx, gain, out=out)
+    return _cast(dx, x), dweight, dbias, dp, deps
+
+
+register(
+    Kernel(
+        "dynamic_range_norm",
+        "numpy",
+        dynamic_range_norm_forward,
+        dynamic_range_norm_backward,
+        lesson=(custom_norm.dynamic_range_norm_forward, custom_norm.dynamic_range_norm_backward),
     )
 )
