@@ -1,9 +1,10 @@
-"""DynamicRangeNorm (the seed's custom norm), ScaleNorm and DyT: what makes each of them itself.
+"""DynamicRangeNorm (the learnable-strength custom norm), ScaleNorm and DyT: what makes each
+of them itself.
 
 The registry-driven tests (test_norms_registry.py) gradcheck every case of every norm; these
 tests pin down the variant-specific behaviour: the special values of the learnable
-parameters, the clamp, the saturation-free limit, bad input, and that a broken backward
-is caught by tn.gradcheck.
+parameters, the clamp, tiny, huge and non-finite rows, the saturation-free limit, bad
+input, and that a broken backward is caught by tn.gradcheck.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynorm as tn
-from tinynorm.norms import _shared
+from tinynorm import kernels
+from tinynorm.kernels import blocks
 from tinynorm.norms.custom_norm import DynamicRangeNormFunction, eps_raw_for
 from tinynorm.norms.dyt import DyTFunction
 from tinynorm.norms.scalenorm import ScaleNormFunction
@@ -139,10 +141,15 @@ def test_custom_norm_bad_input_is_rejected_with_the_argument_named():
         tn.nn.DynamicRangeNorm(1, unbiased=True)
     with pytest.raises(ValueError, match=r"unbiased: .*N - 1 = 0"):
         F.dynamic_range_norm(x, 1, unbiased=True)
-    for bad_p in (-0.1, 1.5, float("nan"), True, "1"):
+    for bad_p in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"p: expected a number in \[0, 1\]"):
             tn.nn.DynamicRangeNorm(4, p=bad_p)
         with pytest.raises(ValueError, match=r"p: expected a number in \[0, 1\]"):
+            F.dynamic_range_norm(tn.tensor(_rand(0, 2, 4)), 4, p=bad_p)
+    for bad_p in (True, "1", None):
+        with pytest.raises(TypeError, match=r"p: expected a number in \[0, 1\] or a 0-d tn.Tensor, got "):
+            tn.nn.DynamicRangeNorm(4, p=bad_p)
+        with pytest.raises(TypeError, match=r"p: expected a number in \[0, 1\] or a 0-d tn.Tensor, got "):
             F.dynamic_range_norm(tn.tensor(_rand(0, 2, 4)), 4, p=bad_p)
     with pytest.raises(ValueError, match=r"p: expected shape \(\), got \(1,\)"):
         F.dynamic_range_norm(tn.tensor(_rand(0, 2, 4)), 4, p=tn.tensor([0.5]))
@@ -160,31 +167,13 @@ def test_custom_norm_bad_input_is_rejected_with_the_argument_named():
         F.dynamic_range_norm(tn.tensor(_rand(0, 4, 4)), 4, weight=tn.ones(4, 1))
 
 
-def _custom_norm_step(block_bytes, threads, monkeypatch):
-    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(_shared, "THREADS", threads)
-    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
-    module, _ = NORMS["custom_norm"].build("3d")  # learnable p and eps, unbiased
-    x, dy = _rand(0, 7, 3, 4), _rand(1, 7, 3, 4)
-    y, dx, grads = _forward_backward(module, x, dy)
-    return [y, dx] + list(grads.values())
-
-
-def test_custom_norm_blocked_equals_unblocked_to_1e12(monkeypatch):
-    whole = _custom_norm_step(2**62, 1, monkeypatch)
-    one_row_blocks = _custom_norm_step(1, 2, monkeypatch)
-    assert len(whole) == 6  # y, dx, weight, bias, eps_raw, p
-    for a, b in zip(whole, one_row_blocks):
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
-
-
 def test_gradcheck_catches_a_backward_that_divides_by_n_instead_of_n_minus_1(monkeypatch):
     module, x = NORMS["custom_norm"].build("3d")  # the unbiased case
     assert module.unbiased and tn.gradcheck(module, x)
     correct = DynamicRangeNormFunction.backward
 
     def biased_backward(ctx, dy):  # the forward divided by N - 1, this backward by N
-        ctx.saved_tensors = ctx.saved_tensors[:-1] + (0,)
+        ctx.correction = 0
         return correct(ctx, dy)
 
     monkeypatch.setattr(DynamicRangeNormFunction, "backward", staticmethod(biased_backward))
@@ -239,40 +228,48 @@ def test_scalenorm_bad_input_is_rejected_with_the_argument_named():
         tn.nn.ScaleNorm(4)(tn.tensor(_rand(0, 4, 5)))
     with pytest.raises(ValueError, match=r"g: expected shape \(\), got \(4,\)"):
         F.scale_norm(tn.tensor(_rand(0, 2, 4)), 4, g=tn.ones(4))
-    with pytest.raises(ValueError, match="g: expected a finite number"):
+    with pytest.raises(TypeError, match="g: expected a finite real number, got inf"):
         F.scale_norm(tn.tensor(_rand(0, 2, 4)), 4, g=float("inf"))
 
 
 def test_gradcheck_catches_a_scalenorm_backward_without_the_projection(monkeypatch):
     module, x = NORMS["scalenorm"].build("2d")
     assert tn.gradcheck(module, x)
-    correct = ScaleNormFunction.backward
 
     def backward_without_projection(ctx, dy):  # treats every row as clamped: dx = g * dy / norm
-        x_, g, denom, unclamped, axes = ctx.saved_tensors
-        ctx.saved_tensors = (x_, g, denom, unclamped & False, axes)
-        return correct(ctx, dy)
+        x_, g, norm = ctx.saved_tensors
+        x2, dy2 = x_.reshape(-1, ctx.n), dy.reshape(-1, ctx.n)
+        return (g * dy2 / norm).reshape(x_.shape), np.sum(dy2 * x2 / norm)
 
     monkeypatch.setattr(ScaleNormFunction, "backward", staticmethod(backward_without_projection))
     assert _failed_inputs(module, x) == {"input 0"}
 
 
-def _registry_step(name, block_bytes, threads, monkeypatch):
-    """Output and every gradient of the registry's "3d" case of ``name`` on a (7, 3, 4) input."""
-    monkeypatch.setattr(_shared, "ROW_BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(_shared, "THREADS", threads)
-    monkeypatch.setattr(_shared, "PARALLEL_MIN_BYTES", 0)
-    module, _ = NORMS[name].build("3d")
-    y, dx, grads = _forward_backward(module, _rand(0, 7, 3, 4), _rand(1, 7, 3, 4))
-    return [y, dx] + list(grads.values())
+def test_scalenorm_tiny_rows_are_divided_by_their_norm_not_by_eps(backend):
+    # sum(x**2) underflows to 0 for float32 rows of 1e-30 and float64 rows of 1e-200; the norm must not.
+    x, dy = _rand(0, 3, 4), _rand(1, 3, 4)
+    u = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    module = tn.nn.ScaleNorm(4)
+    y1, dx1, grads1 = _forward_backward(module, x, dy)
+    for dtype, scale, eps in [("float32", 1e-30, 1e-37), ("float64", 1e-200, 1e-300)]:
+        module = tn.nn.ScaleNorm(4, eps=eps).to(dtype)
+        y, dx, grads = _forward_backward(module, (scale * x).astype(dtype), dy.astype(dtype))
+        rtol = 1e-6 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(y, 2.0 * u, rtol=rtol)  # g = sqrt(4): rows of norm 2, as for ordinary rows
+        np.testing.assert_allclose(y, y1, rtol=rtol)
+        np.testing.assert_allclose(dx * scale, dx1, rtol=10 * rtol, atol=10 * rtol)  # dx(c x) = dx(x) / c
+        np.testing.assert_allclose(grads["g"], grads1["g"], rtol=10 * rtol)
 
 
-def test_scalenorm_blocked_equals_unblocked_to_1e12(monkeypatch):
-    whole = _registry_step("scalenorm", 2**62, 1, monkeypatch)
-    one_row_blocks = _registry_step("scalenorm", 1, 2, monkeypatch)
-    assert len(whole) == 3  # y, dx, g
-    for a, b in zip(whole, one_row_blocks):
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+def test_scalenorm_rows_with_a_nan_or_an_inf_give_nan(backend):
+    x, dy = _rand(0, 3, 4), _rand(1, 3, 4)
+    x[1, 2], x[2, 0] = np.nan, np.inf
+    y, dx, grads = _forward_backward(tn.nn.ScaleNorm(4), x, dy)
+    assert np.isnan(y[1:]).all() and np.isnan(dx[1:]).all()  # no direction: nothing finite comes out
+    assert np.isnan(grads["g"])
+    y0, dx0, _ = _forward_backward(tn.nn.ScaleNorm(4), x[:1], dy[:1])
+    np.testing.assert_allclose(y[0], y0[0], rtol=1e-15)  # the other rows are untouched
+    np.testing.assert_allclose(dx[0], dx0[0], rtol=1e-15)
 
 
 # ---- DyT ------------------------------------------------------------------------------------------
@@ -303,8 +300,12 @@ def test_dyt_saturates_instead_of_normalizing(backend):
 
 
 def test_dyt_bad_input_is_rejected_with_the_argument_named():
-    with pytest.raises(ValueError, match="alpha: expected a finite number"):
+    with pytest.raises(TypeError, match="alpha_init: expected a finite real number, got nan"):
         tn.nn.DyT(4, alpha_init=float("nan"))
+    with pytest.raises(
+        TypeError, match=r"alpha: expected a real number \(fixed\) or a 0-d tn.Tensor \(learnable\), got"
+    ):
+        F.dyt(tn.tensor(_rand(0, 2, 4)), 4, alpha="0.5")
     with pytest.raises(ValueError, match=r"alpha: expected shape \(\), got \(2,\)"):
         F.dyt(tn.tensor(_rand(0, 2, 4)), 4, alpha=tn.ones(2))
     with pytest.raises(ValueError, match=r"trailing shape must equal normalized_shape \(4,\)"):
@@ -326,9 +327,166 @@ def test_gradcheck_catches_a_dyt_backward_with_the_wrong_sign_in_dalpha(monkeypa
     assert _failed_inputs(module, x) == {"alpha"}
 
 
-def test_dyt_blocked_equals_unblocked_to_1e12(monkeypatch):
-    whole = _registry_step("dyt", 2**62, 1, monkeypatch)
-    one_row_blocks = _registry_step("dyt", 1, 2, monkeypatch)
-    assert len(whole) == 5  # y, dx, alpha, weight, bias
-    for a, b in zip(whole, one_row_blocks):
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+# ---- the kernels compute what the lessons compute, over many row blocks on two threads -----------
+@pytest.mark.parametrize("name", ["custom_norm", "scalenorm", "dyt"])
+def test_kernel_in_one_row_blocks_equals_the_lesson_to_1e12(name, monkeypatch):
+    monkeypatch.setattr(blocks, "ROW_BLOCK_BYTES", 1)
+    monkeypatch.setattr(blocks, "THREADS", 2)
+    monkeypatch.setattr(blocks, "PARALLEL_MIN_BYTES", 0)
+
+    def step():
+        module, _ = NORMS[name].build("3d")  # custom_norm: learnable p and eps, unbiased
+        y, dx, grads = _forward_backward(module, _rand(0, 7, 3, 4), _rand(1, 7, 3, 4))
+        return [y, dx] + list(grads.values())
+
+    fast = step()
+    with kernels.disabled():
+        plain = step()
+    assert len(fast) == {"custom_norm": 6, "scalenorm": 3, "dyt": 5}[name]  # y, dx and every parameter
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---- arguments are checked up front; float32 input is computed in float32, at any magnitude --------
+def _call(name, x, **given):
+    """The functional form of ``name`` on rows of 4 features, every parameter a valid Tensor unless given."""
+    if name == "custom_norm":
+        learnable_eps = {} if "eps" in given else {"eps_raw": tn.tensor(-2.0)}
+        params = {"weight": tn.ones(4), "bias": tn.zeros(4), "p": tn.tensor(0.5)} | learnable_eps
+        return F.dynamic_range_norm(x, 4, **(params | given))
+    if name == "scalenorm":
+        return F.scale_norm(x, 4, **({"g": tn.tensor(2.0)} | given))
+    return F.dyt(x, 4, **({"alpha": tn.tensor(0.5), "weight": tn.ones(4), "bias": tn.zeros(4)} | given))
+
+
+@pytest.mark.parametrize("eps", ["1e-5", [1e-5]])
+@pytest.mark.parametrize("name", ["custom_norm", "scalenorm"])
+def test_an_eps_that_is_not_a_number_is_refused_naming_eps(name, eps):
+    with pytest.raises(TypeError, match=r"eps: expected a finite real number, got "):
+        _call(name, tn.tensor(_rand(0, 3, 4)), eps=eps)
+    with pytest.raises(TypeError, match=r"eps: expected a finite real number, got "):
+        NORMS[name].build("2d", eps=eps)
+
+
+def test_scalenorm_eps_none_is_refused_and_custom_norm_eps_none_means_learnable_or_1e_5():
+    with pytest.raises(TypeError, match=r"eps: expected a finite real number, got None"):
+        tn.nn.ScaleNorm(4, eps=None)
+    with pytest.raises(TypeError, match=r"eps: expected a finite real number, got None"):
+        tn.nn.DynamicRangeNorm(4, eps=None)  # the module's eps is a number: the (initial) epsilon
+    x = tn.tensor(_rand(0, 3, 4))
+    np.testing.assert_array_equal(F.dynamic_range_norm(x, 4, eps=None).numpy(), F.dynamic_range_norm(x, 4).numpy())
+
+
+@pytest.mark.parametrize("name", ["custom_norm", "scalenorm"])
+def test_an_eps_that_rounds_to_0_in_float32_is_refused(name):
+    x = tn.tensor(np.zeros((3, 4)), dtype="float32")  # zero rows: eps alone keeps them away from 0/0
+    with pytest.raises(ValueError, match=r"eps: 1e-50 rounds to 0 in float32"):
+        _call(name, x, eps=1e-50)
+    module, x = NORMS[name].build(
+        "2d", dtype="float32", eps=1e-50, **({"learnable_eps": False} if name == "custom_norm" else {})
+    )
+    with pytest.raises(ValueError, match=r"eps: 1e-50 rounds to 0 in float32"):
+        module(x)
+    assert np.isfinite(_call(name, tn.tensor(np.zeros((3, 4))), eps=1e-50).numpy()).all()  # fine in float64
+
+
+def test_custom_norm_eps_min_is_checked_as_eps_is():
+    with pytest.raises(TypeError, match=r"eps_min: expected a finite real number, got '1e-8'"):
+        tn.nn.DynamicRangeNorm(4, eps_min="1e-8")
+    with pytest.raises(TypeError, match=r"eps_min: expected a finite real number, got None"):
+        _call("custom_norm", tn.tensor(_rand(0, 3, 4)), eps_min=None)
+    # A floor of 1e-50 is no floor in float32: softplus(eps_raw) may underflow to 0 there.
+    x32 = tn.tensor(np.zeros((3, 4)), dtype="float32")
+    with pytest.raises(ValueError, match=r"1e-50 rounds to 0 in float32"):
+        _call("custom_norm", x32, eps_raw=tn.tensor(-800.0), eps_min=1e-50)
+    module = tn.nn.DynamicRangeNorm(4, eps=1e-5, eps_min=1e-50)  # fine in float64
+    assert np.isfinite(module(tn.tensor(np.zeros((3, 4)))).numpy()).all()
+
+
+@pytest.mark.parametrize("given", [lambda a: np.atleast_1d(a).tolist(), lambda a: a], ids=["list", "ndarray"])
+@pytest.mark.parametrize(
+    "name, param, shape",
+    [
+        ("custom_norm", "weight", (4,)),
+        ("custom_norm", "bias", (4,)),
+        ("custom_norm", "p", ()),
+        ("custom_norm", "eps_raw", ()),
+        ("scalenorm", "g", ()),
+        ("dyt", "alpha", ()),
+        ("dyt", "weight", (4,)),
+        ("dyt", "bias", (4,)),
+    ],
+)
+def test_a_parameter_that_is_not_a_tensor_is_refused_naming_it(name, param, shape, given):
+    value = given(np.full(shape, 0.5))
+    with pytest.raises(TypeError, match=rf"^{param}: expected .*tn.Tensor.* got {type(value).__name__}"):
+        _call(name, tn.tensor(_rand(0, 3, 4)), **{param: value})
+
+
+@pytest.mark.parametrize("size", [8.0, None, "8"])
+@pytest.mark.parametrize("name", ["custom_norm", "scalenorm", "dyt"])
+def test_a_size_that_is_not_a_positive_int_is_refused(name, size):
+    with pytest.raises(ValueError, match=r"^normalized_shape: expected a positive int"):
+        NORMS[name].module(size)
+
+
+@pytest.mark.parametrize("name", ["custom_norm", "scalenorm", "dyt"])
+def test_a_numpy_int_size_is_accepted_as_pytorch_accepts_it(name):
+    module = NORMS[name].module(np.int64(8))
+    assert module(tn.tensor(_rand(0, 3, 8))).shape == (3, 8)
+
+
+def _results(module, x_host, dy_host):
+    y, dx, grads = _forward_backward(module, x_host, dy_host)
+    return [y, dx] + list(grads.values())
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("custom_norm", {}),
+        ("custom_norm", {"learnable_eps": False, "learnable_p": False}),
+        ("scalenorm", {}),
+        ("dyt", {}),
+    ],
+    ids=["custom_norm", "custom_norm-fixed-p-and-eps", "scalenorm", "dyt"],
+)
+def test_a_default_module_computes_float32_input_in_float32(name, overrides):
+    default, x = NORMS[name].build("3d", **overrides)  # float64 parameters, as built with defaults
+    cast, _ = NORMS[name].build("3d", dtype="float32", **overrides)  # the same values after .to("float32")
+    x32 = x.numpy().astype(np.float32)
+    dy32 = _rand(1, *x.shape).astype(np.float32)
+    got, want = _results(default, x32, dy32), _results(cast, x32, dy32)
+    assert got[0].dtype == got[1].dtype == np.float32
+    assert [p.grad.dtype for p in default.parameters()] == [p.dtype for p in default.parameters()]
+    assert all(p.dtype == np.float64 for p in default.parameters())
+    # The same float32 arithmetic, to the last bit. A learnable p and eps reach the formulas as
+    # Python floats taken from a float64 or a float32 parameter: there it is float32 rounding.
+    rtol = 2e-6 if name == "custom_norm" and not overrides else 0
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b.astype(a.dtype), rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+def _custom_norm_beyond_its_initial_range():
+    """A DynamicRangeNorm as training may leave it: p moved above 1, eps near a tiny floor."""
+    module = tn.nn.DynamicRangeNorm((3, 4), eps=1e-36, eps_min=1e-37)
+    _set(module.p, 1.5)
+    _set(module.weight, 1 + 0.5 * _rand(2, 3, 4))
+    return module.to("float32")
+
+
+@pytest.mark.parametrize("magnitude", [1e30, 1e-30])
+@pytest.mark.parametrize("name", ["custom_norm", "custom_norm_beyond", "scalenorm", "dyt"])
+def test_float32_rows_of_extreme_magnitude_match_float64_forward_and_backward(name, magnitude):
+    if name == "custom_norm_beyond":
+        module, shape = _custom_norm_beyond_its_initial_range(), (2, 3, 4)
+    else:
+        module, x = NORMS[name].build("3d", dtype="float32")
+        shape = x.shape
+    x_host, dy_host = magnitude * _rand(0, *shape), _rand(1, *shape)
+    got = _results(module, x_host.astype(np.float32), dy_host.astype(np.float32))
+    want = _results(module.to("float64"), x_host, dy_host)
+    for i, (a, b) in enumerate(zip(got, want)):
+        # Right to float32 rounding wherever float32 can hold the result (not below its smallest normal).
+        atol = 1e-5 * np.abs(b).max() + np.finfo(np.float32).smallest_normal
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol, err_msg=f"{name}: result {i}")
