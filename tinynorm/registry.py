@@ -18,7 +18,9 @@ from .tensor import Tensor, tensor
 
 CASES = ("2d", "3d", "batch1", "smallest")
 """Every norm gives one example per case: a 2-D input, a 3-D input, a batch of one,
-and the smallest feature size at which the norm is defined."""
+and the smallest feature size at which the norm is defined. Each also gives a case
+``"large"``: a 2-D input with an odd feature size and enough rows to span many row
+blocks, on which the kernel contract test (``tests/test_kernels.py``) runs."""
 
 
 @dataclass(frozen=True)
