@@ -23,6 +23,7 @@ from tinynorm.cli import main
 from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, register, solutions, unregister
 from tinynorm.exercises.grading import answers, load_answers
 from tinynorm.exercises.notebooks import BEGIN, END, filename, write_notebooks
+from tinynorm.norms import layernorm, rmsnorm
 from tinynorm.registry import NORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +54,26 @@ def test_every_exercise_marker_is_registered_in_pyproject():
 
 
 # ---- planting each common mistake in a model answer ------------------------------------------
+# The model answers of exercises 2 to 4 call the lessons' plain backwards: a mistake is
+# planted in the lesson's own source, executed in a copy of its module's namespace.
+LESSONS = {
+    "rmsnorm": (rmsnorm.rms_norm_backward, rmsnorm.rms_norm_dx),
+    "rmsnorm_affine": (rmsnorm.rms_norm_backward, rmsnorm.rms_norm_dx),
+    "layernorm": (layernorm.layer_norm_backward,),
+}
+
+
 def plant(name: str, *edits: tuple[str, str]):
-    """The model answer of exercise ``name`` with each ``(old, new)`` edit applied once."""
+    """The model answer of exercise ``name`` (and the lesson functions it calls) with each
+    ``(old, new)`` edit applied once."""
     exercise = EXERCISES[name]
+    lessons = LESSONS.get(name, ())
     sources = [inspect.getsource(getattr(solutions, o)) for o in exercise.objects + exercise.spec_objects]
+    sources = [inspect.getsource(f) for f in lessons] + sources
     for old, new in edits:
         assert sum(s.count(old) for s in sources) == 1, f"{old!r} should occur once in the answer of {name}"
         sources = [s.replace(old, new) for s in sources]
-    namespace = dict(vars(solutions))
+    namespace = {k: v for f in lessons for k, v in vars(sys.modules[f.__module__]).items()} | dict(vars(solutions))
     for source in sources:
         exec(compile(source, f"planted {name}", "exec", flags=__future__.annotations.compiler_flag), namespace)
     return namespace[exercise.function]
@@ -77,38 +90,56 @@ PLANTS = {
         ("reshaped", [("grad.sum(axis=axis, keepdims=True)", "grad.sum(axis=axis)")]),
     ],
     "rmsnorm": [
-        ("dropped_projection_term", [("rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", "rstd * g")]),
+        ("dropped_projection_term", [("rstd * (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))", "rstd * g")]),
         (
             "eps_outside_sqrt",
             [
                 (
-                    "np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)",
-                    "(np.sqrt(np.mean(x**2, axis=-1, keepdims=True)) + eps)",
+                    "_, rstd = rms_norm_forward(as_rows(x, x.shape[-1]), weight, None, eps)",
+                    "rstd = 1 / (np.sqrt(np.mean(as_rows(x, x.shape[-1]) ** 2, axis=-1, keepdims=True)) + eps)",
                 )
             ],
         ),
-        ("unsummed_param_grad", [("np.sum(dy * xhat, axis=tuple(range(x.ndim - 1)))", "dy * xhat")]),
-        ("wrong_sign", [("(g - xhat", "(g + xhat")]),
+        ("unsummed_param_grad", [("else xp.sum(dy * xhat, axis=0)", "else dy * xhat")]),
+        ("wrong_sign", [("(g - xhat * xp.mean", "(g + xhat * xp.mean")]),
     ],
     "rmsnorm_affine": [
-        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
-        ("unsummed_param_grad", [("dbias = np.sum(dy, axis=batch_axes)", "dbias = dy")]),
-        ("wrong_sign", [("return dx, dweight, dbias", "return -dx, dweight, dbias")]),
+        ("dropped_projection_term", [(" - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
+        ("unsummed_param_grad", [("dbias = xp.sum(dy, axis=0) if with_bias", "dbias = dy if with_bias")]),
+        (
+            "wrong_sign",
+            [("return np.reshape(dx, x.shape), dweight, dbias", "return -np.reshape(dx, x.shape), dweight, dbias")],
+        ),
     ],
     "layernorm": [
-        ("dropped_mean_term", [(f"g - {LN_MEAN} - xhat", "g - xhat")]),
-        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
+        ("dropped_mean_term", [("(g - mean_g - xhat", "(g - xhat")]),
+        ("dropped_projection_term", [("(g - mean_g - xhat * mean_g_xhat)", "(g - mean_g)")]),
         (
             "n_minus_1",
-            [("np.mean((x - mean) ** 2, axis=-1, keepdims=True)", "np.var(x, axis=-1, ddof=1, keepdims=True)")],
+            [
+                (
+                    "_, mean, rstd = layer_norm_forward(as_rows(x, x.shape[-1]), weight, bias, eps)",
+                    "mean = np.mean(as_rows(x, x.shape[-1]), axis=-1, keepdims=True); "
+                    "rstd = 1 / np.sqrt(np.var(as_rows(x, x.shape[-1]), axis=-1, ddof=1, keepdims=True) + eps)",
+                )
+            ],
         ),
-        ("eps_outside_sqrt", [("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")]),
         (
-            "unsummed_param_grad",
-            [("dweight = np.sum(dy * xhat, axis=batch_axes)", "dweight = np.sum(dy * xhat, axis=0)")],
+            "eps_outside_sqrt",
+            [
+                (
+                    "_, mean, rstd = layer_norm_forward(as_rows(x, x.shape[-1]), weight, bias, eps)",
+                    "mean = np.mean(as_rows(x, x.shape[-1]), axis=-1, keepdims=True); "
+                    "rstd = 1 / (np.std(as_rows(x, x.shape[-1]), axis=-1, keepdims=True) + eps)",
+                )
+            ],
         ),
-        ("wrong_sign", [(f"(g - {LN_MEAN}", f"(g + {LN_MEAN}")]),
-        ("transposed", [("return dx, dweight, dbias", "return dx.T, dweight, dbias")]),
+        ("unsummed_param_grad", [("else xp.sum(dy * xhat, axis=0)", "else dy * xhat")]),
+        ("wrong_sign", [("(g - mean_g", "(g + mean_g")]),
+        (
+            "transposed",
+            [("return np.reshape(dx, x.shape), dweight, dbias", "return np.reshape(dx, x.shape).T, dweight, dbias")],
+        ),
     ],
     "tanh_alpha": [
         ("dropped_projection_term", [("rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))", "rstd * dn")]),
@@ -170,7 +201,13 @@ def test_the_planted_edits_leave_the_model_answers_intact():
 
 
 def test_a_gradient_of_the_wrong_shape_is_reported_not_raised():
-    result = check("rmsnorm", plant("rmsnorm", ("return dx, dweight", "return dx, dweight[None, :]")), quiet=True)
+    result = check(
+        "rmsnorm",
+        plant(
+            "rmsnorm", ("return np.reshape(dx, x.shape), dweight", "return np.reshape(dx, x.shape), dweight[None, :]")
+        ),
+        quiet=True,
+    )
     assert result.status == "failed"
     assert "wrong shape: yours is (1, 5), dweight must have the shape of weight, (5,)" in result.message
     assert "reshaped" in result.mistakes
@@ -180,7 +217,7 @@ def test_a_gradient_of_the_wrong_shape_is_reported_not_raised():
 def test_the_verdict_names_the_worst_element_and_its_relative_error():
     result = check(
         "layernorm",
-        plant("layernorm", ("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")),
+        plant("layernorm", *dict(PLANTS["layernorm"])["eps_outside_sqrt"]),
         quiet=True,
     )
     (dx, *_) = result.wrong
