@@ -81,7 +81,8 @@ def test_the_check_function_refuses_an_unknown_name_before_printing(capsys):
 def test_check_table_shows_the_tolerance_and_the_error_over_it(capsys):
     assert main(["check", "--only", "rmsnorm"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    header = next(line for line in lines if line.startswith("name"))
+    assert lines[0] == "tinynorm check on backend 'numpy' (full mode, float64)"
+    header = lines[1]
     assert header.split() == ["name", "max", "abs", "err", "max", "rel", "err", "atol/rtol", "err/tol", "result"]
     rows = [line.split() for line in lines if line.startswith("rmsnorm [")]
     assert [row[:2] for row in rows] == [["rmsnorm", "[explicit]"], ["rmsnorm", "[autograd]"]]
@@ -145,6 +146,13 @@ def test_top_level_help_names_every_command(capsys):
     out = capsys.readouterr().out
     for line in ("* check: gradcheck every registered op", "* list: list the registered", "* exercises: write the"):
         assert line in out
+
+
+def test_check_help_says_what_the_columns_mean(capsys):
+    assert exit_code(["check", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "an element passes when |analytical - numerical| <= atol + rtol * |numerical|" in help_text
+    assert "err/tol the worst element's error over what it was allowed: at most 1 when the check passed" in help_text
 
 
 def test_backend_option_has_help_listing_the_choices(capsys):

@@ -26,6 +26,15 @@ from .gradcheck import GradcheckResult, GradcheckWarning, gradcheck
 from .registry import NORMS, OPS, unknown_name
 
 LIST_HINT = "'python -m tinynorm list' lists every op and norm"
+CHECK_COLUMNS = """\
+Gradcheck every registered op, and every norm with its explicit backward and
+with its autograd reference, in float64. Each row of the table gives:
+  max abs err, max rel err  the largest errors of the analytical gradients
+  atol/rtol                 the tolerances: an element passes when
+                            |analytical - numerical| <= atol + rtol * |numerical|
+  err/tol                   the worst element's error over what it was allowed:
+                            at most 1 when the check passed; the smaller, the safer
+The exit code is 1 when a check fails, 2 for a usage error."""
 
 
 def version() -> str:
@@ -67,8 +76,6 @@ def check(backend_name: str, fast: bool, only: str | None) -> int:
         op_or_norm(only)
     backend.namespace(backend_name)  # an unusable backend fails here, before the table header is printed
     print(f"tinynorm check on backend {backend_name!r} ({'fast' if fast else 'full'} mode, float64)")
-    print("an element passes when |analytical - numerical| <= atol + rtol * |numerical|;")
-    print("err/tol is the worst element's error over that allowance (passing: at most 1)")
     print(f"{'name':<32} {'max abs err':>12} {'max rel err':>12} {'atol/rtol':>12} {'err/tol':>9}  result", flush=True)
     failures = 0
     with backend.use_backend(backend_name), warnings.catch_warnings():
@@ -156,7 +163,12 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"tinynorm {version()}")
     sub = top.add_subparsers(dest="command", required=True)
-    p_check = sub.add_parser("check", help="gradcheck every registered op and norm, print a table")
+    p_check = sub.add_parser(
+        "check",
+        help="gradcheck every registered op and norm, print a table",
+        description=CHECK_COLUMNS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p_check.add_argument(
         "--backend",
         default="numpy",
