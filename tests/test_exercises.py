@@ -2,8 +2,9 @@
 
 Grading (one marker per exercise, as MiniTorch's tasks): ``pytest -m ex_layernorm``
 grades what ``TINYNORM_STUDENT`` points to (a .py file, a notebook or a folder), or the
-model answers when it is unset, so that these tests pass in CI. Everything else here
-checks the checker: each common mistake, planted in a model answer, is named.
+model answers when it is unset, so that these tests pass in CI; the run ends by saying
+which (``conftest.py``). Everything else here checks the checker: each common mistake,
+planted in a model answer, is named.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from tinynorm.cli import main
-from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, register, solutions, unregister
+from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, grading, register, solutions, unregister
 from tinynorm.exercises.grading import answers, load_answers
 from tinynorm.exercises.notebooks import BEGIN, END, filename, write_notebooks
 from tinynorm.norms import layernorm, rmsnorm
@@ -31,12 +32,43 @@ STUDENT_NOTEBOOKS = ROOT / "notebooks" / "exercises"
 
 
 # ---- grading: one marker per exercise -------------------------------------------------------
+@pytest.fixture(scope="module")
+def graded_answers():
+    """TINYNORM_STUDENT's answers, loaded once (a folder of notebooks runs every notebook)."""
+    return answers()
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=getattr(pytest.mark, e.marker)) for n, e in EXERCISES.items()])
-def test_grade(name):
+def test_grade(name, graded_answers):
     """Grades TINYNORM_STUDENT's answer (the model answer by default); the message is the verdict."""
-    answer = answers().get(EXERCISES[name].function)
-    assert answer is not None, f"no function named {EXERCISES[name].function!r} in {os.environ.get('TINYNORM_STUDENT')}"
+    answer = graded_answers.get(EXERCISES[name].function)
+    assert answer is not None, f"no function named {EXERCISES[name].function!r}; {grading.whose_answers()}"
     check(name, answer, strict=True, quiet=True)
+
+
+def test_whose_answers_are_graded_is_said_for_unset_empty_and_set():
+    assert grading.whose_answers({}) == "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is not set)"
+    assert grading.whose_answers({"TINYNORM_STUDENT": ""}) == (
+        "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is empty)"
+    )
+    assert grading.whose_answers({"TINYNORM_STUDENT": "alice/work.ipynb"}) == (
+        "tinynorm exercises: grading alice/work.ipynb"
+    )
+
+
+@pytest.mark.parametrize("misspelt", ["TINYNORM_STUDENTS", "TINYNORM_STUDNET", "tinynorm_student", "TINYNORMSTUDENT"])
+def test_a_misspelt_student_variable_is_warned_about(misspelt):
+    environ = {misspelt: "alice/", "TINYNORM_STRICT": "1", "TINYNORM_TEST_BACKENDS": "numpy", "HOME": "/home/a"}
+    assert grading.report(environ) == [
+        "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is not set)",
+        f"warning: {misspelt} is set, but the grader reads TINYNORM_STUDENT; did you mean TINYNORM_STUDENT='alice/'?",
+    ]
+
+
+def test_tinynorms_other_variables_are_not_taken_for_misspellings():
+    environ = {"TINYNORM_STUDENT": "bob.py", "TINYNORM_STRICT": "1", "TINYNORM_TEST_BACKENDS": "numpy,cupy"}
+    environ |= {"TINYNORM_FAST": "1", "TINYNORM_HYPOTHESIS_EXAMPLES": "5", "STUDENT": "bob"}
+    assert grading.report(environ) == ["tinynorm exercises: grading bob.py"]
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -366,26 +398,40 @@ def test_cli_writes_student_and_solution_notebooks(tmp_path, capsys):
     assert main(["exercises"]) == 2
 
 
+def _pytest_grading(environ: dict[str, str], marker: str) -> subprocess.CompletedProcess:
+    """``pytest tests/test_exercises.py -m marker -q`` in a fresh process with this environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TINYNORM_STRICT", "TINYNORM_STUDENT")} | environ
+    command = [sys.executable, "-m", "pytest", str(Path(__file__)), "-m", marker, "-q", "-p", "no:cacheprovider"]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize(
     ("folder", "code", "says"), [("student", 1, "not implemented yet"), ("solutions", 0, "1 passed")]
 )
 def test_grading_a_folder_of_notebooks_with_one_pytest_command(tmp_path, folder, code, says):
     write_notebooks(tmp_path, with_solutions=folder == "solutions")
-    env = {k: v for k, v in os.environ.items() if k != "TINYNORM_STRICT"} | {"TINYNORM_STUDENT": str(tmp_path)}
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(Path(__file__)),
-        "-m",
-        "ex_layernorm",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-    ]
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = _pytest_grading({"TINYNORM_STUDENT": str(tmp_path)}, "ex_layernorm")
     assert run.returncode == code, run.stdout + run.stderr
     assert says in run.stdout
+    assert f"tinynorm exercises: grading {tmp_path}\n" in run.stdout
+
+
+def test_a_run_with_the_variable_misspelt_says_it_graded_the_model_answers_and_warns(tmp_path):
+    write_notebooks(tmp_path)  # the stubs: graded, they would fail
+    run = _pytest_grading({"TINYNORM_STUDNET": str(tmp_path)}, "ex_layernorm")
+    assert run.returncode == 0, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-3:]
+    assert last[0] == "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is not set)"
+    assert last[1] == (
+        f"warning: TINYNORM_STUDNET is set, but the grader reads TINYNORM_STUDENT; did you mean "
+        f"TINYNORM_STUDENT={str(tmp_path)!r}?"
+    )
+    assert last[2].startswith("1 passed, ")
+
+
+def test_a_run_that_grades_nothing_does_not_mention_grading():
+    run = _pytest_grading({}, "ex_layernorm and not ex_layernorm")
+    assert "tinynorm exercises" not in run.stdout, run.stdout
 
 
 def test_own_norm_unsummed_parameter_gradient_is_explained_not_raised():

@@ -88,6 +88,9 @@ def test_unknown_impl_is_rejected(name):
         spec.module(**spec.cases["2d"].kwargs, impl="fused-by-hand")
 
 
-def test_unknown_norm_name_lists_the_known_ones():
-    with pytest.raises(KeyError, match="layernorm"):
-        tn.registry.get_norm("layer_norm_typo")
+def test_unknown_norm_name_names_the_close_matches_then_the_known_ones():
+    with pytest.raises(KeyError) as err:
+        tn.registry.get_norm("rmsnrom")
+    message = err.value.args[0]
+    assert message.startswith("norm: unknown name 'rmsnrom'; did you mean 'rmsnorm', ")
+    assert message.endswith(f"(the norms: {', '.join(sorted(NORMS))})")
