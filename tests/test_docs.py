@@ -153,3 +153,7 @@ def test_a_real_type_field_is_kept():
     lines = ["The norms.", "", ":type: dict[str, NormSpec]"]
     tinynorm_docs.sentence_not_type(None, "data", "NORMS", None, {}, lines)
     assert lines[-1] == ":type: dict[str, NormSpec]"
+
+
+def test_every_registry_family_has_a_heading_in_the_catalog():
+    assert {spec.family for spec in NORMS.values()} <= set(tinynorm_docs.FAMILIES)
