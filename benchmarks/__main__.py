@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             ("overhead", lambda: cpu.overhead(calls)),
             ("bandwidth", lambda: cpu.bandwidth(shapes[1:], repeats)),
             ("overflow_check", lambda: cpu.overflow_check_cost(big, repeats)),
+            ("default_dtype", lambda: cpu.default_dtype(big, repeats)),
         ]
     for key, section in sections:
         text, data = section()

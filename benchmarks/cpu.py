@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 import tinynorm as tn
-from tinynorm.norms import _shared
+from tinynorm import stats
 from tinynorm.registry import NORMS
 
 from .harness import interleaved_medians, ms, per_call_median, ratio, table, traced_peak_bytes
@@ -177,18 +177,18 @@ def overflow_check_cost(shape: tuple[int, int], repeats: int) -> tuple[str, list
     """The statistics check ``isfinite`` on the per-row results and recompute only bad rows;
     timed against the same code with the check patched out (rows of normal magnitude)."""
     results, rows = [], []
-    checked = _shared._all_finite
+    checked = stats._any
     for name in ("layernorm", "rmsnorm"):
         module, x = build(NORMS[name], shape, "float32", "explicit")
         dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
         step = fwd_bwd_step(module, x, dy)
 
         def unchecked(step: Any = step) -> None:
-            _shared._all_finite = lambda xp, stat: True
+            stats._any = lambda xp, mask: False  # no row is ever recomputed
             try:
                 step()
             finally:
-                _shared._all_finite = checked
+                stats._any = checked
 
         med = interleaved_medians({"with rescue": step, "without": unchecked}, repeats)
         overhead_pct = 100 * (med["with rescue"] / med["without"] - 1)
@@ -196,3 +196,29 @@ def overflow_check_cost(shape: tuple[int, int], repeats: int) -> tuple[str, list
         rows.append([name, "x".join(map(str, shape)), ms(med["with rescue"]), ms(med["without"]), overhead_pct])
     title = "(e) overflow-safe statistics: fwd+bwd with the rescue check vs without it (float32)"
     return table(title, ["norm", "shape", "with ms", "without ms", "cost %"], rows), results
+
+
+# ---- (f) a module built with defaults, fed float32 --------------------------------------------
+def default_dtype(shape: tuple[int, int], repeats: int) -> tuple[str, list[dict[str, Any]]]:
+    """``tn.nn.LayerNorm(N)`` has float64 parameters; fed float32 input it computes in float32
+    (parameters cast once per call). Timed against the same module after ``.to("float32")``."""
+    results, rows = [], []
+    rng = np.random.default_rng(0)
+    x = tn.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    for name, make in (("LayerNorm", tn.nn.LayerNorm), ("RMSNorm", tn.nn.RMSNorm)):
+        default, moved = make(shape[1]), make(shape[1]).to("float32")
+        steps = {"default": fwd_bwd_step(default, x, dy), "float32": fwd_bwd_step(moved, x, dy)}
+        med = interleaved_medians(steps, repeats)
+        results.append({"norm": name, "shape": list(shape), "default_s": med["default"], "float32_s": med["float32"]})
+        rows.append(
+            [
+                name,
+                "x".join(map(str, shape)),
+                ms(med["default"]),
+                ms(med["float32"]),
+                ratio(med["default"], med["float32"]),
+            ]
+        )
+    title = "(f) a default-built module (float64 parameters) on float32 input vs the module in float32, fwd+bwd"
+    return table(title, ["norm", "shape", "default ms", ".to(float32) ms", "ratio"], rows), results

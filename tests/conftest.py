@@ -1,6 +1,7 @@
 """Shared fixtures: every backend test runs on NumPy and on array_api_strict (the
 proof, without a GPU, that the code uses only the Array API standard); CuPy joins
-when TINYNORM_TEST_BACKENDS includes it (scripts/gpu_check.sh)."""
+when TINYNORM_TEST_BACKENDS includes it (scripts/gpu_check.sh). A run that grades
+exercises ends by saying whose answers it graded."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import tinynorm as tn
+from tinynorm.exercises import grading
 
 settings.register_profile(
     "tinynorm",
@@ -40,3 +42,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After a run that graded exercises, say whose answers they were (even with ``-q``,
+    and next to the verdict): "passed" means nothing about a student when the model
+    answers were graded because TINYNORM_STUDENT was unset or misspelt."""
+    reports = (r for rs in terminalreporter.stats.values() for r in rs if isinstance(r, pytest.TestReport))
+    if any("test_exercises.py::test_grade[" in r.nodeid for r in reports):
+        for line in grading.report():
+            terminalreporter.write_line(line, yellow=line.startswith("warning"), bold=True)

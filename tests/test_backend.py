@@ -1,5 +1,5 @@
 """The backend: chosen once, switched explicitly, never imported before it is asked for;
-the same seed gives the same numbers on every backend; the command line works."""
+the same seed gives the same numbers on every backend. (The command line: test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -126,39 +126,3 @@ def test_float32_random_numbers_are_the_float64_ones_rounded():
     narrow = tn.randn(4, dtype="float32").numpy()
     assert narrow.dtype == np.float32
     np.testing.assert_array_equal(narrow, wide.astype(np.float32))
-
-
-# ---- the command line ----------------------------------------------------------------------------------------
-def test_cli_check_fast_passes_and_exits_0():
-    done = run("-m", "tinynorm", "check", "--fast")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "fast mode" in done.stdout
-    assert done.stdout.strip().endswith("all passed")
-    assert "op matmul" in done.stdout and "layernorm [explicit]" in done.stdout
-
-
-def test_cli_check_only_one_op_in_full_mode_exits_0():
-    done = run("-m", "tinynorm", "check", "--only", "matmul")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "op matmul" in done.stdout and "op add" not in done.stdout
-
-
-def test_cli_list_names_every_op_and_norm():
-    done = run("-m", "tinynorm", "list")
-    assert done.returncode == 0, done.stderr
-    for name in [*tn.registry.OPS, *tn.registry.NORMS]:
-        assert name in done.stdout
-
-
-@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
-def test_cli_check_on_cupy_without_cupy_exits_2_with_the_reason():
-    done = run("-m", "tinynorm", "check", "--backend", "cupy")
-    assert done.returncode == 2
-    assert "error: backend 'cupy' needs CuPy" in done.stderr
-    assert done.stdout == ""  # no table header before the error
-
-
-def test_cli_refuses_an_unknown_backend_with_exit_2():
-    done = run("-m", "tinynorm", "check", "--backend", "jax")
-    assert done.returncode == 2
-    assert "invalid choice: 'jax'" in done.stderr

@@ -78,6 +78,36 @@ def test_install_page_has_the_readme_commands_verbatim():
         assert f"```bash\n{command}```" in install
 
 
+# "seed" for the four learnable RMSNorm extensions means nothing to a reader (a random seed is fine).
+SEED_AS_A_NAME = re.compile(r"seed document|\bthe seed(?:'s)?\b(?! of\b)|\bseed's\b|[\"']seed[\"']", re.I)
+REWORDED = (
+    "README.md",
+    "docs/*.md",
+    "docs/api/*.md",
+    "docs/_ext/*.py",
+    "tinynorm/*.py",
+    "tinynorm/exercises/grading.py",
+)
+
+
+def test_the_extensions_are_named_on_their_own_terms_not_seed():
+    said = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for pattern in REWORDED
+        for path in sorted(ROOT.glob(pattern))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if SEED_AS_A_NAME.search(line)
+    ]
+    assert not said, "\n".join(said)
+    assert "seed" not in " ".join([*tinynorm_docs.FAMILIES, *tinynorm_docs.FAMILIES.values()]).lower()
+
+
+def test_the_docs_say_once_where_the_extensions_come_from():
+    pages = {p.relative_to(DOCS).as_posix(): p.read_text(encoding="utf-8") for p in DOCS.rglob("*.md")}
+    origin = "a short note proposing four learnable RMSNorm extensions"
+    assert [name for name, text in pages.items() if origin in " ".join(text.split())] == ["index.md"]
+
+
 def test_catalog_lists_every_norm_once():
     catalog = tinynorm_docs.render_norms_index()
     for spec in NORMS.values():
@@ -123,3 +153,7 @@ def test_a_real_type_field_is_kept():
     lines = ["The norms.", "", ":type: dict[str, NormSpec]"]
     tinynorm_docs.sentence_not_type(None, "data", "NORMS", None, {}, lines)
     assert lines[-1] == ":type: dict[str, NormSpec]"
+
+
+def test_every_registry_family_has_a_heading_in_the_catalog():
+    assert {spec.family for spec in NORMS.values()} <= set(tinynorm_docs.FAMILIES)

@@ -2,8 +2,9 @@
 
 Grading (one marker per exercise, as MiniTorch's tasks): ``pytest -m ex_layernorm``
 grades what ``TINYNORM_STUDENT`` points to (a .py file, a notebook or a folder), or the
-model answers when it is unset, so that these tests pass in CI. Everything else here
-checks the checker: each common mistake, planted in a model answer, is named.
+model answers when it is unset, so that these tests pass in CI; the run ends by saying
+which (``conftest.py``). Everything else here checks the checker: each common mistake,
+planted in a model answer, is named.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import numpy as np
 import pytest
 
 from tinynorm.cli import main
-from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, register, solutions, unregister
+from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, grading, register, solutions, unregister
 from tinynorm.exercises.grading import answers, load_answers
 from tinynorm.exercises.notebooks import BEGIN, END, filename, write_notebooks
+from tinynorm.norms import layernorm, rmsnorm
 from tinynorm.registry import NORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +32,43 @@ STUDENT_NOTEBOOKS = ROOT / "notebooks" / "exercises"
 
 
 # ---- grading: one marker per exercise -------------------------------------------------------
+@pytest.fixture(scope="module")
+def graded_answers():
+    """TINYNORM_STUDENT's answers, loaded once (a folder of notebooks runs every notebook)."""
+    return answers()
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=getattr(pytest.mark, e.marker)) for n, e in EXERCISES.items()])
-def test_grade(name):
+def test_grade(name, graded_answers):
     """Grades TINYNORM_STUDENT's answer (the model answer by default); the message is the verdict."""
-    answer = answers().get(EXERCISES[name].function)
-    assert answer is not None, f"no function named {EXERCISES[name].function!r} in {os.environ.get('TINYNORM_STUDENT')}"
+    answer = graded_answers.get(EXERCISES[name].function)
+    assert answer is not None, f"no function named {EXERCISES[name].function!r}; {grading.whose_answers()}"
     check(name, answer, strict=True, quiet=True)
+
+
+def test_whose_answers_are_graded_is_said_for_unset_empty_and_set():
+    assert grading.whose_answers({}) == "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is not set)"
+    assert grading.whose_answers({"TINYNORM_STUDENT": ""}) == (
+        "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is empty)"
+    )
+    assert grading.whose_answers({"TINYNORM_STUDENT": "alice/work.ipynb"}) == (
+        "tinynorm exercises: grading alice/work.ipynb"
+    )
+
+
+@pytest.mark.parametrize("misspelt", ["TINYNORM_STUDENTS", "TINYNORM_STUDNET", "tinynorm_student", "TINYNORMSTUDENT"])
+def test_a_misspelt_student_variable_is_warned_about(misspelt):
+    environ = {misspelt: "alice/", "TINYNORM_STRICT": "1", "TINYNORM_TEST_BACKENDS": "numpy", "HOME": "/home/a"}
+    assert grading.report(environ) == [
+        "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is not set)",
+        f"warning: {misspelt} is set, but the grader reads TINYNORM_STUDENT; did you mean TINYNORM_STUDENT='alice/'?",
+    ]
+
+
+def test_tinynorms_other_variables_are_not_taken_for_misspellings():
+    environ = {"TINYNORM_STUDENT": "bob.py", "TINYNORM_STRICT": "1", "TINYNORM_TEST_BACKENDS": "numpy,cupy"}
+    environ |= {"TINYNORM_FAST": "1", "TINYNORM_HYPOTHESIS_EXAMPLES": "5", "STUDENT": "bob"}
+    assert grading.report(environ) == ["tinynorm exercises: grading bob.py"]
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -53,14 +86,26 @@ def test_every_exercise_marker_is_registered_in_pyproject():
 
 
 # ---- planting each common mistake in a model answer ------------------------------------------
+# The model answers of exercises 2 to 4 call the lessons' plain backwards: a mistake is
+# planted in the lesson's own source, executed in a copy of its module's namespace.
+LESSONS = {
+    "rmsnorm": (rmsnorm.rms_norm_backward, rmsnorm.rms_norm_dx),
+    "rmsnorm_affine": (rmsnorm.rms_norm_backward, rmsnorm.rms_norm_dx),
+    "layernorm": (layernorm.layer_norm_backward,),
+}
+
+
 def plant(name: str, *edits: tuple[str, str]):
-    """The model answer of exercise ``name`` with each ``(old, new)`` edit applied once."""
+    """The model answer of exercise ``name`` (and the lesson functions it calls) with each
+    ``(old, new)`` edit applied once."""
     exercise = EXERCISES[name]
+    lessons = LESSONS.get(name, ())
     sources = [inspect.getsource(getattr(solutions, o)) for o in exercise.objects + exercise.spec_objects]
+    sources = [inspect.getsource(f) for f in lessons] + sources
     for old, new in edits:
         assert sum(s.count(old) for s in sources) == 1, f"{old!r} should occur once in the answer of {name}"
         sources = [s.replace(old, new) for s in sources]
-    namespace = dict(vars(solutions))
+    namespace = {k: v for f in lessons for k, v in vars(sys.modules[f.__module__]).items()} | dict(vars(solutions))
     for source in sources:
         exec(compile(source, f"planted {name}", "exec", flags=__future__.annotations.compiler_flag), namespace)
     return namespace[exercise.function]
@@ -77,38 +122,56 @@ PLANTS = {
         ("reshaped", [("grad.sum(axis=axis, keepdims=True)", "grad.sum(axis=axis)")]),
     ],
     "rmsnorm": [
-        ("dropped_projection_term", [("rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", "rstd * g")]),
+        ("dropped_projection_term", [("rstd * (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))", "rstd * g")]),
         (
             "eps_outside_sqrt",
             [
                 (
-                    "np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)",
-                    "(np.sqrt(np.mean(x**2, axis=-1, keepdims=True)) + eps)",
+                    "_, rstd = rms_norm_forward(as_rows(x, x.shape[-1]), weight, None, eps)",
+                    "rstd = 1 / (np.sqrt(np.mean(as_rows(x, x.shape[-1]) ** 2, axis=-1, keepdims=True)) + eps)",
                 )
             ],
         ),
-        ("unsummed_param_grad", [("np.sum(dy * xhat, axis=tuple(range(x.ndim - 1)))", "dy * xhat")]),
-        ("wrong_sign", [("(g - xhat", "(g + xhat")]),
+        ("unsummed_param_grad", [("else xp.sum(dy * xhat, axis=0)", "else dy * xhat")]),
+        ("wrong_sign", [("(g - xhat * xp.mean", "(g + xhat * xp.mean")]),
     ],
     "rmsnorm_affine": [
-        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
-        ("unsummed_param_grad", [("dbias = np.sum(dy, axis=batch_axes)", "dbias = dy")]),
-        ("wrong_sign", [("return dx, dweight, dbias", "return -dx, dweight, dbias")]),
+        ("dropped_projection_term", [(" - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
+        ("unsummed_param_grad", [("dbias = xp.sum(dy, axis=0) if with_bias", "dbias = dy if with_bias")]),
+        (
+            "wrong_sign",
+            [("return np.reshape(dx, x.shape), dweight, dbias", "return -np.reshape(dx, x.shape), dweight, dbias")],
+        ),
     ],
     "layernorm": [
-        ("dropped_mean_term", [(f"g - {LN_MEAN} - xhat", "g - xhat")]),
-        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=-1, keepdims=True))", ")")]),
+        ("dropped_mean_term", [("(g - mean_g - xhat", "(g - xhat")]),
+        ("dropped_projection_term", [("(g - mean_g - xhat * mean_g_xhat)", "(g - mean_g)")]),
         (
             "n_minus_1",
-            [("np.mean((x - mean) ** 2, axis=-1, keepdims=True)", "np.var(x, axis=-1, ddof=1, keepdims=True)")],
+            [
+                (
+                    "_, mean, rstd = layer_norm_forward(as_rows(x, x.shape[-1]), weight, bias, eps)",
+                    "mean = np.mean(as_rows(x, x.shape[-1]), axis=-1, keepdims=True); "
+                    "rstd = 1 / np.sqrt(np.var(as_rows(x, x.shape[-1]), axis=-1, ddof=1, keepdims=True) + eps)",
+                )
+            ],
         ),
-        ("eps_outside_sqrt", [("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")]),
         (
-            "unsummed_param_grad",
-            [("dweight = np.sum(dy * xhat, axis=batch_axes)", "dweight = np.sum(dy * xhat, axis=0)")],
+            "eps_outside_sqrt",
+            [
+                (
+                    "_, mean, rstd = layer_norm_forward(as_rows(x, x.shape[-1]), weight, bias, eps)",
+                    "mean = np.mean(as_rows(x, x.shape[-1]), axis=-1, keepdims=True); "
+                    "rstd = 1 / (np.std(as_rows(x, x.shape[-1]), axis=-1, keepdims=True) + eps)",
+                )
+            ],
         ),
-        ("wrong_sign", [(f"(g - {LN_MEAN}", f"(g + {LN_MEAN}")]),
-        ("transposed", [("return dx, dweight, dbias", "return dx.T, dweight, dbias")]),
+        ("unsummed_param_grad", [("else xp.sum(dy * xhat, axis=0)", "else dy * xhat")]),
+        ("wrong_sign", [("(g - mean_g", "(g + mean_g")]),
+        (
+            "transposed",
+            [("return np.reshape(dx, x.shape), dweight, dbias", "return np.reshape(dx, x.shape).T, dweight, dbias")],
+        ),
     ],
     "tanh_alpha": [
         ("dropped_projection_term", [("rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))", "rstd * dn")]),
@@ -170,7 +233,13 @@ def test_the_planted_edits_leave_the_model_answers_intact():
 
 
 def test_a_gradient_of_the_wrong_shape_is_reported_not_raised():
-    result = check("rmsnorm", plant("rmsnorm", ("return dx, dweight", "return dx, dweight[None, :]")), quiet=True)
+    result = check(
+        "rmsnorm",
+        plant(
+            "rmsnorm", ("return np.reshape(dx, x.shape), dweight", "return np.reshape(dx, x.shape), dweight[None, :]")
+        ),
+        quiet=True,
+    )
     assert result.status == "failed"
     assert "wrong shape: yours is (1, 5), dweight must have the shape of weight, (5,)" in result.message
     assert "reshaped" in result.mistakes
@@ -180,7 +249,7 @@ def test_a_gradient_of_the_wrong_shape_is_reported_not_raised():
 def test_the_verdict_names_the_worst_element_and_its_relative_error():
     result = check(
         "layernorm",
-        plant("layernorm", ("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")),
+        plant("layernorm", *dict(PLANTS["layernorm"])["eps_outside_sqrt"]),
         quiet=True,
     )
     (dx, *_) = result.wrong
@@ -329,26 +398,40 @@ def test_cli_writes_student_and_solution_notebooks(tmp_path, capsys):
     assert main(["exercises"]) == 2
 
 
+def _pytest_grading(environ: dict[str, str], marker: str) -> subprocess.CompletedProcess:
+    """``pytest tests/test_exercises.py -m marker -q`` in a fresh process with this environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TINYNORM_STRICT", "TINYNORM_STUDENT")} | environ
+    command = [sys.executable, "-m", "pytest", str(Path(__file__)), "-m", marker, "-q", "-p", "no:cacheprovider"]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize(
     ("folder", "code", "says"), [("student", 1, "not implemented yet"), ("solutions", 0, "1 passed")]
 )
 def test_grading_a_folder_of_notebooks_with_one_pytest_command(tmp_path, folder, code, says):
     write_notebooks(tmp_path, with_solutions=folder == "solutions")
-    env = {k: v for k, v in os.environ.items() if k != "TINYNORM_STRICT"} | {"TINYNORM_STUDENT": str(tmp_path)}
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(Path(__file__)),
-        "-m",
-        "ex_layernorm",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-    ]
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = _pytest_grading({"TINYNORM_STUDENT": str(tmp_path)}, "ex_layernorm")
     assert run.returncode == code, run.stdout + run.stderr
     assert says in run.stdout
+    assert f"tinynorm exercises: grading {tmp_path}\n" in run.stdout
+
+
+def test_a_run_with_the_variable_misspelt_says_it_graded_the_model_answers_and_warns(tmp_path):
+    write_notebooks(tmp_path)  # the stubs: graded, they would fail
+    run = _pytest_grading({"TINYNORM_STUDNET": str(tmp_path)}, "ex_layernorm")
+    assert run.returncode == 0, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-3:]
+    assert last[0] == "tinynorm exercises: grading the model answers (TINYNORM_STUDENT is not set)"
+    assert last[1] == (
+        f"warning: TINYNORM_STUDNET is set, but the grader reads TINYNORM_STUDENT; did you mean "
+        f"TINYNORM_STUDENT={str(tmp_path)!r}?"
+    )
+    assert last[2].startswith("1 passed, ")
+
+
+def test_a_run_that_grades_nothing_does_not_mention_grading():
+    run = _pytest_grading({}, "ex_layernorm and not ex_layernorm")
+    assert "tinynorm exercises" not in run.stdout, run.stdout
 
 
 def test_own_norm_unsummed_parameter_gradient_is_explained_not_raised():

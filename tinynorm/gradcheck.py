@@ -78,6 +78,7 @@ class GradcheckResult:
     mode: str
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
+    max_error_ratio: float = 0.0  # the worst |a - n| / (atol + rtol * |n|): at most 1 when it passed
     failures: list[GradcheckFailure] = field(default_factory=list)
     atol: float = 1e-5
     rtol: float = 1e-3
@@ -189,6 +190,14 @@ def analytical_jacobian(fn: Callable[..., Tensor], inputs: Any) -> list[np.ndarr
 
 
 # ---- the check --------------------------------------------------------------------
+def _error_ratio(analytical: np.ndarray, numerical: np.ndarray, atol: float, rtol: float) -> float:
+    """The largest error as a fraction of the error allowed at that element (NaN counts as infinite)."""
+    err = np.abs(analytical - numerical)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / (atol + rtol * np.abs(numerical)))
+    return float(np.max(np.where(np.isnan(ratio), np.inf, ratio))) if ratio.size else 0.0
+
+
 def _compare(
     name: str,
     check: str,
@@ -296,6 +305,7 @@ def gradcheck(
         max_abs, max_rel, failure = _compare(name, check, analytical, numerical, atol, rtol, shape)
         result.max_abs_error = max(result.max_abs_error, max_abs)
         result.max_rel_error = max(result.max_rel_error, max_rel)
+        result.max_error_ratio = max(result.max_error_ratio, _error_ratio(analytical, numerical, atol, rtol))
         if failure is not None:
             result.passed = False
             result.failures.append(failure)

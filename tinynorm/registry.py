@@ -7,7 +7,8 @@ iterate over ``NORMS`` and ``OPS``; adding a norm means adding one
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,9 @@ from .tensor import Tensor, tensor
 
 CASES = ("2d", "3d", "batch1", "smallest")
 """Every norm gives one example per case: a 2-D input, a 3-D input, a batch of one,
-and the smallest feature size at which the norm is defined."""
+and the smallest feature size at which the norm is defined. Each also gives a case
+``"large"``: a 2-D input with an odd feature size and enough rows to span many row
+blocks, on which the kernel contract test (``tests/test_kernels.py``) runs."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class NormSpec:
     params: tuple[ParamSpec, ...]
     doc: str  # derivation page, relative to the repository root
     cases: dict[str, Case]
-    family: str = "standard"  # "seed" for the seed document's four extensions
+    # "standard", or "rmsnorm_extensions": the four learnable RMSNorm extensions (a per-dimension
+    # scale, scale and shift, the dynamic-range norm, a learnable activation after the norm)
+    family: str = "standard"
     perturb: Callable[[Any, np.random.Generator], None] = _default_perturb
     input_fn: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] = field(
         default=lambda rng, shape: rng.standard_normal(shape)
@@ -140,12 +145,27 @@ def register_norm(spec: NormSpec) -> NormSpec:
     return spec
 
 
+def close_matches(name: str, known: Iterable[str]) -> list[str]:
+    """The known names that look like ``name`` (a typo, other capitals), closest first."""
+    by_lower = {k.lower(): k for k in known}
+    return [by_lower[k] for k in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.6)]
+
+
+def unknown_name(name: str, known: Iterable[str]) -> str:
+    """The start of the error for a name the registry does not hold: it names the close matches."""
+    close = [repr(k) for k in close_matches(name, known)]
+    if not close:
+        return f"unknown name {name!r}, and no registered name is close to it"
+    alternatives = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f"unknown name {name!r}; did you mean {alternatives}?"
+
+
 def get_norm(name: str) -> NormSpec:
-    """The registry entry of a norm, with an error listing the known names."""
+    """The registry entry of a norm; an unknown name is a ``KeyError`` naming the close matches."""
     try:
         return NORMS[name]
     except KeyError:
-        raise KeyError(f"norm: unknown name {name!r}; known norms: {', '.join(sorted(NORMS))}") from None
+        raise KeyError(f"norm: {unknown_name(name, NORMS)} (the norms: {', '.join(sorted(NORMS))})") from None
 
 
 def _register_op(spec: OpSpec) -> None:

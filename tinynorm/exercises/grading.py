@@ -3,21 +3,27 @@ r"""Finding a student's answers, for the grader (``tests/test_exercises.py``).
 ``TINYNORM_STUDENT`` names what to grade: a ``.py`` file, a notebook (``.ipynb``), or a
 folder of them. Each exercise's answer is looked up by the name of its function
 (``layernorm_backward``, ``my_norm_spec``, ...). Unset, the model answers in
-``solutions.py`` are graded, so the grading tests pass in CI.
+``solutions.py`` are graded, so the grading tests pass in CI; because a grade of
+"passed" then says nothing about a student, every grading run ends with
+:func:`report`: whose answers were graded, and a warning for each set variable whose
+name looks like a misspelt ``TINYNORM_STUDENT`` (``TINYNORM_STUDENTS``, ``tinynorm_student``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import runpy
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import solutions
 
 ENV = "TINYNORM_STUDENT"
+SIMILAR = 0.8  # difflib's ratio above which a name counts as a misspelling of ENV (TINYNORM_STRICT is 0.77)
 
 
 def load_answers(path: str | Path) -> dict[str, Any]:
@@ -64,3 +70,31 @@ def answers() -> dict[str, Any]:
     if not Path(path).exists():
         raise FileNotFoundError(f"{ENV}={path!r}: no such file or folder")
     return load_answers(path)
+
+
+def whose_answers(environ: Mapping[str, str] | None = None) -> str:
+    """One line saying what :func:`answers` grades: the file or folder, or the model answers."""
+    path = (os.environ if environ is None else environ).get(ENV)
+    if path is None:
+        return f"tinynorm exercises: grading the model answers ({ENV} is not set)"
+    if not path:
+        return f"tinynorm exercises: grading the model answers ({ENV} is empty)"
+    return f"tinynorm exercises: grading {path}"
+
+
+def similar_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The set environment variables whose names look like ``TINYNORM_STUDENT`` misspelt:
+    other capitals, a letter more, fewer or swapped."""
+    environ = os.environ if environ is None else environ
+    return sorted(
+        name for name in environ if name != ENV and difflib.SequenceMatcher(None, name.upper(), ENV).ratio() >= SIMILAR
+    )
+
+
+def report(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The lines a grading run prints: :func:`whose_answers`, then a warning per misspelling."""
+    environ = os.environ if environ is None else environ
+    lines = [whose_answers(environ)]
+    for name in similar_variables(environ):
+        lines.append(f"warning: {name} is set, but the grader reads {ENV}; did you mean {ENV}={environ[name]!r}?")
+    return lines

@@ -80,6 +80,18 @@ def _code(names: tuple[str, ...], exercise: Exercise, with_solutions: bool) -> s
     return "\n\n\n".join(parts)
 
 
+def _lesson_imports(exercise: Exercise) -> str:
+    """Import lines for the package functions a model answer calls (the lessons of
+    ``tinynorm/norms/``): the instructor's copy runs, the student's copy needs none."""
+    used: dict[str, set[str]] = {}
+    for name in exercise.objects:
+        for called in getattr(solutions, name).__code__.co_names:
+            fn = getattr(solutions, called, None)
+            if inspect.isfunction(fn) and called not in exercise.objects and fn.__module__ != solutions.__name__:
+                used.setdefault(fn.__module__, set()).add(called)
+    return "".join(f"\nfrom {module} import {', '.join(sorted(names))}" for module, names in sorted(used.items()))
+
+
 def _cell(kind: str, source: str, cell_id: str, tag: str | None = None) -> dict[str, Any]:
     cell: dict[str, Any] = {
         "cell_type": kind,
@@ -108,7 +120,7 @@ def notebook(exercise: Exercise, with_solutions: bool = False) -> dict[str, Any]
         intro = title + HOW_TO + "\n\n" + CONVENTIONS
         task = f"## The task\n\nWrite `{exercise.signature}`.\n\n{exercise.task}"
         check_source = f'check("{exercise.name}", {exercise.function})'
-        setup = SETUP
+        setup = SETUP + (_lesson_imports(exercise) if with_solutions else "")
     cells = [
         _cell("markdown", intro, f"ex{n}-intro"),
         _cell("code", setup, f"ex{n}-setup", "setup"),

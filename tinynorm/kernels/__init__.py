@@ -72,6 +72,9 @@ def pick(name: str, x: Any, *arrays: Any) -> tuple[Callable[..., Any], Callable[
     kernel = KERNELS.get((name, backend.backend_of(x)))
     if kernel is None or not kernel.supports(x, *arrays):
         return None
+    chosen = _chosen.get()
+    if chosen is not None:
+        chosen.append((kernel.name, kernel.backend))
     return kernel.forward, kernel.backward
 
 
@@ -88,6 +91,21 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _enabled.reset(token)
+
+
+_chosen: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("tinynorm_kernels_chosen", default=None)
+
+
+@contextlib.contextmanager
+def record() -> Iterator[list[tuple[str, str]]]:
+    """``with tn.kernels.record() as chosen:`` lists each ``(kernel, backend)`` that ``pick``
+    chose inside the block, once per forward or backward: proof that a kernel ran."""
+    chosen: list[tuple[str, str]] = []
+    token = _chosen.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _chosen.reset(token)
 
 
 _loaded: set[str] = set()

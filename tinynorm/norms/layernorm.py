@@ -200,6 +200,7 @@ register_norm(
             "3d": Case({"normalized_shape": (3, 4)}, (2, 3, 4)),
             "batch1": Case({"normalized_shape": 6}, (1, 6)),
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
+            "large": Case({"normalized_shape": 257}, (601, 257)),
         },
     )
 )

@@ -203,6 +203,7 @@ _CASES = {
     "3d": Case({"normalized_shape": 4}, (2, 3, 4)),
     "batch1": Case({"normalized_shape": 6}, (1, 6)),
     "smallest": Case({"normalized_shape": 1}, (3, 1)),
+    "large": Case({"normalized_shape": 257}, (601, 257)),
 }
 
 register_norm(
