@@ -1,4 +1,4 @@
-r"""DynamicRangeNorm: the third of the learnable RMSNorm extensions in ``docs/concepts.md``,
+r"""DynamicRangeNorm: the third of the learnable RMSNorm extensions in ``docs/index.md``,
 "a custom normalization with learnable parameters, e.g. a parameter that controls the
 dynamic range", made precise.
 
@@ -109,24 +109,6 @@ __all__ = ["DynamicRangeNorm"]
 EPS_MIN = 1e-8
 
 
-# ---- the two scalar maps behind the learnable epsilon ----------------------------------
-def softplus(xp: Any, r: Any) -> Any:
-    """``log(1 + exp(r))`` as ``max(r, 0) + log1p(exp(-|r|))``: ``exp`` only ever sees
-    a value <= 0, so it cannot overflow, and ``log1p`` keeps the digits of tiny results."""
-    return xp.maximum(r, 0.0) + xp.log1p(xp.exp(-xp.abs(r)))
-
-
-def sigmoid(xp: Any, r: Any) -> Any:
-    """The derivative of softplus, ``1 / (1 + exp(-r))``, as ``exp(r - softplus(r))``:
-    the exponent ``r - softplus(r) = -softplus(-r)`` is never positive, so no overflow."""
-    return xp.exp(r - softplus(xp, r))
-
-
-def eps_raw_for(eps: float, eps_min: float = EPS_MIN) -> float:
-    """The ``eps_raw`` that gives epsilon ``eps``: the inverse of ``eps_min + softplus``."""
-    return math.log(math.expm1(eps - eps_min))
-
-
 # ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
 def dynamic_range_norm_forward(
     x: Any, weight: Any, bias: Any, p: float, eps: float, correction: int
@@ -162,6 +144,24 @@ def dynamic_range_norm_backward(
     dp = xp.sum(xp.log(rstd) * (proj * to_yhat))  # d gain / d p = gain * log(rstd)
     deps = xp.sum(-(p / 2) * (proj * rstd) * gain)  # d gain / d eps = -(p/2) * gain * rstd**2
     return xp.astype(dx, x.dtype), dweight, dbias, dp, deps
+
+
+# ---- the two scalar maps behind the learnable epsilon ----------------------------------
+def softplus(xp: Any, r: Any) -> Any:
+    """``log(1 + exp(r))`` as ``max(r, 0) + log1p(exp(-|r|))``: ``exp`` only ever sees
+    a value <= 0, so it cannot overflow, and ``log1p`` keeps the digits of tiny results."""
+    return xp.maximum(r, 0.0) + xp.log1p(xp.exp(-xp.abs(r)))
+
+
+def sigmoid(xp: Any, r: Any) -> Any:
+    """The derivative of softplus, ``1 / (1 + exp(-r))``, as ``exp(r - softplus(r))``:
+    the exponent ``r - softplus(r) = -softplus(-r)`` is never positive, so no overflow."""
+    return xp.exp(r - softplus(xp, r))
+
+
+def eps_raw_for(eps: float, eps_min: float = EPS_MIN) -> float:
+    """The ``eps_raw`` that gives epsilon ``eps``: the inverse of ``eps_min + softplus``."""
+    return math.log(math.expm1(eps - eps_min))
 
 
 class DynamicRangeNormFunction(Function):

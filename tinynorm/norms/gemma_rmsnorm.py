@@ -21,9 +21,9 @@ Backward (derivation: ``docs/norms/gemma_rmsnorm.md``), with ``g = dy * (1 + wei
 
 This is RMSNorm's backward with ``1 + weight`` in place of ``weight``; ``dweight`` is
 unchanged because ``d(1 + w)/dw = 1``: the two parametrizations differ in where the
-optimizer starts and what weight decay does, never in the gradient. So there is no
-formula of Gemma's own below: the ``Function`` runs RMSNorm's lesson
-(``rmsnorm.rms_norm_forward`` and ``rms_norm_backward``) with the scale ``1 + weight``.
+optimizer starts and what weight decay does, never in the gradient. So Gemma's lesson
+below has no formula of its own: ``gemma_rms_norm_forward`` and ``gemma_rms_norm_backward``
+hand the scale ``1 + weight`` to RMSNorm's forward and backward.
 
 Saved for backward: ``x``, ``weight`` and the per-row ``rstd``; ``xhat`` is recomputed.
 
@@ -32,8 +32,10 @@ Numerics (``tinynorm/stats.py``): as Hugging Face's Gemma, float16 input is norm
 before the multiply). Rows whose mean square overflows are recomputed from ``x / max|x|``.
 The weight is used in the input's compute dtype; its gradient comes back in its own.
 
-Speed: on NumPy and CuPy, RMSNorm's faster kernel runs instead of its lesson, given
-``1 + weight`` as its weight (``tinynorm/kernels/``; ``docs/performance.md``).
+Speed: RMSNorm's forward and backward are its plain lesson (``rmsnorm.rms_norm_forward``,
+``rms_norm_backward``) or, on NumPy and CuPy, its faster kernel with the same results:
+the one choice, ``kernels.pick("rms_norm", ...)``, is made in Gemma's two functions
+(``tinynorm/kernels/``; ``docs/performance.md``).
 
 Differs from Hugging Face: ``normalized_shape`` may be a tuple of trailing axes, and
 there is an ``impl`` switch.
@@ -68,21 +70,33 @@ from .rmsnorm import rms_norm_backward, rms_norm_forward
 __all__ = ["GemmaRMSNorm"]
 
 
-def one_plus(weight: Any, x: Any) -> Any:
-    """The scale ``1 + weight`` as a vector in ``x``'s compute dtype (float32 for float16
-    input), ``None`` for no weight. Gemma's whole difference from RMSNorm is this line."""
-    return None if weight is None else 1.0 + in_compute_dtype(as_vector(weight, math.prod(weight.shape)), x)
+# ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
+def gemma_rms_norm_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any]:
+    """``y`` ``(rows, N)`` and the per-row ``rstd`` ``(rows, 1)``: RMSNorm's, scaled by ``1 + weight``."""
+    forward, _ = kernels.pick("rms_norm", x, weight) or (rms_norm_forward, rms_norm_backward)
+    return forward(x, one_plus(weight), None, eps)
+
+
+def gemma_rms_norm_backward(dy: Any, x: Any, weight: Any, rstd: Any) -> tuple[Any, Any]:
+    """``dx`` ``(rows, N)`` and ``dweight`` ``(N,)``: RMSNorm's, with the scale ``1 + weight``."""
+    _, backward = kernels.pick("rms_norm", x, weight) or (rms_norm_forward, rms_norm_backward)
+    dx, dscale, _ = backward(dy, x, one_plus(weight), rstd, False)
+    return dx, dscale  # d(1 + w)/dw = 1: the gradient of the scale is the weight's
+
+
+def one_plus(weight: Any) -> Any:
+    """The scale ``1 + weight`` (``None`` for no weight): Gemma's whole difference from RMSNorm."""
+    return None if weight is None else 1.0 + weight
 
 
 class GemmaRMSNormFunction(Function):
-    """Gemma's RMSNorm with its hand-derived backward: RMSNorm's, with the scale ``1 + weight``."""
+    """Gemma's RMSNorm with its hand-derived backward, on the input seen as rows ``(rows, N)``."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, weight: Any, normalized_shape: tuple[int, ...], eps: float) -> Any:
         n = math.prod(normalized_shape)
-        x2, scale = as_rows(x, n), one_plus(weight, x)
-        forward, _ = kernels.pick("rms_norm", x2, scale) or (rms_norm_forward, rms_norm_backward)
-        y2, rstd = forward(x2, scale, None, eps)
+        x2, w = as_rows(x, n), in_compute_dtype(as_vector(weight, n), x)
+        y2, rstd = gemma_rms_norm_forward(x2, w, eps)
         ctx.save_for_backward(x, weight, rstd)
         ctx.n = n
         return namespace_of(x).reshape(y2, x.shape)
@@ -90,11 +104,9 @@ class GemmaRMSNormFunction(Function):
     @staticmethod
     def backward(ctx: Context, dy: Any) -> tuple[Any, Any]:
         x, weight, rstd = ctx.saved_tensors
-        x2, dy2, scale = as_rows(x, ctx.n), as_rows(dy, ctx.n), one_plus(weight, x)
-        _, backward = kernels.pick("rms_norm", x2, scale) or (rms_norm_forward, rms_norm_backward)
-        dx2, dscale, _ = backward(dy2, x2, scale, rstd, False)
-        # d(1 + w)/dw = 1: the gradient of the scale is the weight's.
-        return namespace_of(x).reshape(dx2, x.shape), param_grad(dscale, weight)
+        x2, dy2, w = as_rows(x, ctx.n), as_rows(dy, ctx.n), in_compute_dtype(as_vector(weight, ctx.n), x)
+        dx2, dweight = gemma_rms_norm_backward(dy2, x2, w, rstd)
+        return namespace_of(x).reshape(dx2, x.shape), param_grad(dweight, weight)
 
 
 def gemma_rms_norm_reference(

@@ -74,23 +74,6 @@ from ._shared import (
 __all__ = ["PartialRMSNorm"]
 
 
-def check_p(p: Any) -> float:
-    """The fraction of features in the statistic must be a number in ``(0, 1]``."""
-    p = check_real("p", p)
-    if not 0 < p <= 1:
-        raise ValueError(f"p: expected the fraction of features used for the RMS, in (0, 1], got {p!r}")
-    return p
-
-
-def partial_size(n: int, p: float) -> int:
-    """``k = ceil(p * n)``, the number of leading features in the statistic (at least 1).
-
-    ``p * n`` is rounded to 9 decimals first: ``0.1 * 30`` is ``3.0000000000000004`` in
-    floating point, and its ceiling would be 4 instead of 3.
-    """
-    return max(1, math.ceil(round(p * n, 9)))
-
-
 # ---- the lesson: forward and backward on rows ``(rows, N)`` ----------------------------------
 def partial_rms_norm_forward(x: Any, weight: Any, bias: Any, k: int, eps: float) -> tuple[Any, Any]:
     """``y`` ``(rows, N)`` and the per-row ``rstd`` ``(rows, 1)`` it saves."""
@@ -141,6 +124,23 @@ class PartialRMSNormFunction(Function):
         _, backward = kernels.pick("partial_rms_norm", x2, w) or (partial_rms_norm_forward, partial_rms_norm_backward)
         dx2, dweight, dbias = backward(dy2, x2, w, rstd, ctx.k, bias is not None)
         return namespace_of(x).reshape(dx2, x.shape), param_grad(dweight, weight), param_grad(dbias, bias)
+
+
+def check_p(p: Any) -> float:
+    """The fraction of features in the statistic must be a number in ``(0, 1]``."""
+    p = check_real("p", p)
+    if not 0 < p <= 1:
+        raise ValueError(f"p: expected the fraction of features used for the RMS, in (0, 1], got {p!r}")
+    return p
+
+
+def partial_size(n: int, p: float) -> int:
+    """``k = ceil(p * n)``, the number of leading features in the statistic (at least 1).
+
+    ``p * n`` is rounded to 9 decimals first: ``0.1 * 30`` is ``3.0000000000000004`` in
+    floating point, and its ceiling would be 4 instead of 3.
+    """
+    return max(1, math.ceil(round(p * n, 9)))
 
 
 def partial_rms_norm_reference(
