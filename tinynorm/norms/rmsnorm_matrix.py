@@ -1,5 +1,5 @@
 r"""RMSNorm followed by a learnable ``(dim, dim)`` matrix: the first of the learnable
-RMSNorm extensions in ``docs/concepts.md``, "a weight matrix the size of the input
+RMSNorm extensions in ``docs/index.md``, "a weight matrix the size of the input
 instead of a vector", taken literally and done properly.
 
 Forward, over the last axis (``dim`` features per row):

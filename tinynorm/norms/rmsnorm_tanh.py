@@ -1,5 +1,5 @@
 r"""RMSNorm followed by a learnable tanh: the fourth of the learnable RMSNorm extensions
-in ``docs/concepts.md``, "a learnable activation after the norm".
+in ``docs/index.md``, "a learnable activation after the norm".
 
 Forward, over the last ``len(normalized_shape)`` axes (``N`` features per row):
 
