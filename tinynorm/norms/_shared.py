@@ -17,7 +17,7 @@ from typing import Any
 from .. import backend
 from ..backend import namespace_of
 from ..nn.module import Module
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor
 
 IMPLS = ("explicit", "autograd")
 
@@ -184,6 +184,19 @@ def param_grad(grad: Any, param: Any) -> Any:
         return None
     xp = namespace_of(param)
     return xp.reshape(xp.astype(grad, param.dtype), param.shape)
+
+
+def scalar_param(name: str, value: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar parameter given to a functional: a 0-d Tensor (learnable), or a real number
+    (fixed), made into a constant 0-d Tensor in ``x``'s dtype. Anything else is refused."""
+    if isinstance(value, Tensor):
+        check_param(name, value, (), x)
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return tensor(check_real(name, value), dtype=x.dtype, backend_name=x.backend)
+    raise TypeError(
+        f"{name}: expected a real number (fixed) or a 0-d tn.Tensor (learnable), got {type(value).__name__}"
+    )
 
 
 # ---- TEMPORARY, removed before this change lands: old names for files not yet converted ----

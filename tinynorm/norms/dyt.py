@@ -59,8 +59,8 @@ from ._shared import (
     check_param,
     check_real,
     param_grad,
+    scalar_param,
 )
-from .scalenorm import scalar_param
 
 __all__ = ["DyT"]
 

@@ -63,13 +63,13 @@ from ._shared import (
     check_input,
     check_param,
     for_each_row_block,
+    layer_norm_backward_rows,
     mul_,
     row_mean,
     row_mean_of_product,
     sum_partials,
     widen,
 )
-from ._shared import layer_norm_backward_rows
 
 __all__ = ["GroupNorm", "InstanceNorm1d"]
 

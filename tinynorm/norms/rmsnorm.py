@@ -1,6 +1,6 @@
 r"""RMSNorm (Zhang & Sennrich 2019), with a learnable per-dimension scale (``weight``)
 and, optionally, a learnable per-dimension shift (``bias``): the first two of the four
-learnable RMSNorm extensions in ``docs/concepts.md``.
+learnable RMSNorm extensions described in ``docs/index.md``.
 
 Forward, over the last ``len(normalized_shape)`` axes (``N`` features per row):
 

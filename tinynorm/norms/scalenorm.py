@@ -44,7 +44,6 @@ LayerNorm); the paper normalizes over the last axis only.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 from .. import kernels
@@ -61,11 +60,10 @@ from ._shared import (
     as_shape,
     check_eps,
     check_input,
-    check_param,
-    check_real,
     eps_for,
     feature_axes,
     param_grad,
+    scalar_param,
 )
 
 __all__ = ["ScaleNorm"]
@@ -136,19 +134,6 @@ def scale_norm_reference(x: Tensor, normalized_shape: tuple[int, ...], g: Tensor
     axes = feature_axes(x.ndim, normalized_shape)
     norm = (x * x).sum(axis=axes, keepdims=True).sqrt()
     return g * x / maximum(norm, eps)
-
-
-def scalar_param(name: str, value: Tensor | float, x: Tensor) -> Tensor:
-    """A scalar parameter given to a functional: a 0-d Tensor (learnable), or a real number
-    (fixed), made into a constant 0-d Tensor in ``x``'s dtype. Anything else is refused."""
-    if isinstance(value, Tensor):
-        check_param(name, value, (), x)
-        return value
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return tensor(check_real(name, value), dtype=x.dtype, backend_name=x.backend)
-    raise TypeError(
-        f"{name}: expected a real number (fixed) or a 0-d tn.Tensor (learnable), got {type(value).__name__}"
-    )
 
 
 def scale_norm(
