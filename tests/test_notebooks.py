@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 import tinynorm as tn
-
 from tinynorm.registry import NORMS
 
 nbformat = pytest.importorskip("nbformat")
