@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from tinynorm.cli import main
-from tinynorm.exercises import EXERCISES, ExerciseFailedError, check, solutions
+from tinynorm.exercises import EXERCISES, ExerciseFailedError, check, solutions, unregister
 from tinynorm.exercises.classroom import (
     NBGRADER_SOLUTION,
     assignment_name,
@@ -36,6 +36,7 @@ from tinynorm.exercises.classroom import (
     write_nbgrader_course,
 )
 from tinynorm.exercises.notebooks import exercise_code, keep_solution
+from tinynorm.registry import NORMS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # nbgrader and otter are installed beside this Python
@@ -175,8 +176,12 @@ def _run_cells(cells, answer: str | None = None) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", EXERCISES)
 def test_nbgrader_grade_cells_pass_the_model_answer(name, capsys):
-    outcomes = _run_cells(nbgrader_notebook(EXERCISES[name])["cells"])
+    try:
+        outcomes = _run_cells(nbgrader_notebook(EXERCISES[name])["cells"])
+    finally:
+        unregister(solutions.my_norm_spec().name)  # exercise 7's check cell registers its norm
     assert set(outcomes.values()) == {"passed"}, outcomes
+    assert solutions.my_norm_spec().name not in NORMS
 
 
 def test_nbgrader_grade_cells_credit_each_gradient_of_a_partly_wrong_answer(capsys):
