@@ -1,8 +1,10 @@
 """Sphinx configuration of the tinynorm site.
 
 Build it with ``scripts/build_docs.sh`` (``-W --keep-going``: every warning is an error).
-The build needs no network: no intersphinx, no extension that downloads anything.
-MathJax is loaded by the reader's browser when a page is viewed, not at build time.
+Neither the build nor the built site needs a network: no intersphinx, no extension that
+downloads anything, and MathJax is served from the site's own ``_static/mathjax``
+(sphinx-mathjax-offline), so the math renders offline; ``scripts/check_offline_docs.py``
+fails the build on any page that would load a script or stylesheet from elsewhere.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static/mathjax, mathjax_path pointed at it
 ]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
@@ -72,9 +75,14 @@ myst_dmath_double_inline = True
 # Set TINYNORM_DOCS_EXECUTE=off for a quick prose-only build (no outputs), or =cache.
 nb_execution_mode = os.environ.get("TINYNORM_DOCS_EXECUTE", "force")
 nb_execution_raise_on_error = True  # a cell that raises fails the build
+nb_output_stderr = "error"  # so does a cell that writes to stderr (a warning, a progress bar): -W
 nb_execution_show_tb = True
 nb_execution_timeout = int(os.environ.get("TINYNORM_DOCS_CELL_TIMEOUT", "300"))  # seconds per cell
 nb_merge_streams = True
+# myst-nb would load the widget manager (require.js, @jupyter-widgets/html-manager) from a CDN on
+# pages with widgets (tqdm's progress bar in notebook 08): none, so that every page works offline.
+# The bar is not drawn in the static page; its numbers are printed by the notebook anyway.
+nb_ipywidgets_js: dict[str, dict[str, str]] = {}
 
 # ---- API reference (autodoc + napoleon, NumPy-style docstrings) -----------------------------
 autodoc_default_options = {"member-order": "bysource"}

@@ -5,6 +5,7 @@ build itself is ``scripts/build_docs.sh`` (warnings are errors there)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 tinynorm_docs = importlib.import_module("tinynorm_docs")
+_spec = importlib.util.spec_from_file_location("check_offline_docs", ROOT / "scripts" / "check_offline_docs.py")
+check_offline_docs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_offline_docs)
+BUILT = DOCS / "_build" / "html"
 
 ENTRIES = sorted(NORMS)
 
@@ -155,5 +160,34 @@ def test_a_real_type_field_is_kept():
     assert lines[-1] == ":type: dict[str, NormSpec]"
 
 
+<<<<<<< HEAD
 def test_every_registry_family_has_a_heading_in_the_catalog():
     assert {spec.family for spec in NORMS.values()} <= set(tinynorm_docs.FAMILIES)
+=======
+# ---- the built site works offline (scripts/check_offline_docs.py, run by build_docs.sh) ------
+def test_a_page_loading_a_remote_script_or_stylesheet_is_reported(tmp_path):
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<link rel="stylesheet" href="_static/local.css">'
+        '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'  # Sphinx's default
+        '<link rel="stylesheet" href="//fonts.example.org/font.css">'
+        '<a href="https://github.com/numpy/numpy/issues/13307">a link, clicked, not loaded</a>'
+        '<img src="_static/figure.png">'
+    )
+    (tmp_path / "_static" / "local.css").write_text("@import 'https://fonts.example.org/more.css'; a {}")
+    found = check_offline_docs.remote_references(tmp_path)
+    assert found == [
+        "_static/local.css: css url() https://fonts.example.org/more.css",
+        "index.html: <script src> https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js",
+        "index.html: <link rel=stylesheet> //fonts.example.org/font.css",
+    ]
+    assert check_offline_docs.main([str(tmp_path)]) == 1
+
+
+@pytest.mark.skipif(not (BUILT / "index.html").is_file(), reason="docs not built (scripts/build_docs.sh)")
+def test_the_built_site_loads_nothing_remote_and_serves_its_own_mathjax():
+    assert check_offline_docs.remote_references(BUILT) == []
+    assert (BUILT / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    page = (BUILT / "norms" / "layernorm.html").read_text(encoding="utf-8")
+    assert 'src="../_static/mathjax/tex-chtml.js' in page
+>>>>>>> classroom

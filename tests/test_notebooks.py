@@ -9,6 +9,9 @@
   that names the parameter and the norm's registry name, both in backticks, e.g.
   ``### `weight` — RMSNorm (`rmsnorm`)``.
 * Notebooks are committed with their outputs stripped.
+* Each starts (its first code cell) with the same setup cell, for Colab and JupyterHub:
+  it installs tinynorm only where it does not import, and stays on NumPy where CuPy is
+  installed but no GPU is usable.
 
 Only the top level of ``notebooks/`` is covered here; ``notebooks/exercises/`` has its own tests.
 """
@@ -16,10 +19,13 @@ Only the top level of ``notebooks/`` is covered here; ``notebooks/exercises/`` h
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
+import tinynorm as tn
 from tinynorm.registry import NORMS
 
 nbformat = pytest.importorskip("nbformat")
@@ -89,3 +95,64 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or an execution count; strip them before committing"
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3", "use the standard 'python3' kernel"
+
+
+# ---- the first code cell: install when missing, NumPy when CuPy cannot run ---------------------
+def _first_code_cell(path: Path) -> str:
+    return next(c.source for c in _read(path).cells if c.cell_type == "code")
+
+
+def test_every_notebook_starts_with_the_same_setup_cell() -> None:
+    cells = {path.name: _first_code_cell(path) for path in NOTEBOOKS}
+    first = cells[NOTEBOOKS[0].name]
+    assert "%pip install --quiet tinynorm" in first and "except ModuleNotFoundError:" in first
+    assert all(source == first for source in cells.values()), [n for n, s in cells.items() if s != first]
+
+
+def _run_setup_cell(monkeypatch: pytest.MonkeyPatch, *, installed: bool) -> tuple[list[tuple[str, str]], str]:
+    """Run the setup cell as IPython would (its %pip line transformed); return the magics it
+    ran and the backend it left current. ``installed=False`` hides tinynorm until %pip runs."""
+    transform = pytest.importorskip("IPython.core.inputtransformer2").TransformerManager().transform_cell
+    magics: list[tuple[str, str]] = []
+
+    def run_line_magic(name: str, line: str) -> None:
+        magics.append((name, line))
+        monkeypatch.setitem(sys.modules, "tinynorm", tn)  # the install made it importable
+
+    if not installed:
+        monkeypatch.setitem(sys.modules, "tinynorm", None)  # import tinynorm -> ModuleNotFoundError
+    shell = types.SimpleNamespace(run_line_magic=run_line_magic)
+    namespace = {"get_ipython": lambda: shell}
+    with tn.use_backend("numpy"):
+        exec(transform(_first_code_cell(NOTEBOOKS[0])), namespace)
+        return magics, tn.get_backend()
+
+
+def test_the_setup_cell_installs_nothing_where_tinynorm_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINYNORM_BACKEND", raising=False)
+    assert _run_setup_cell(monkeypatch, installed=True) == ([], "numpy")
+
+
+def test_the_setup_cell_installs_tinynorm_where_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINYNORM_BACKEND", raising=False)
+    magics, _ = _run_setup_cell(monkeypatch, installed=False)
+    assert magics == [("pip", "install --quiet tinynorm")]
+
+
+@pytest.mark.parametrize("no_gpu", ["is_available is False", "the driver raises"])
+def test_the_setup_cell_falls_back_to_numpy_when_cupy_has_no_gpu(
+    no_gpu: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Colab's CPU runtimes have CuPy; asking it for a device raises cudaErrorInsufficientDriver."""
+
+    def is_available() -> bool:
+        if no_gpu == "the driver raises":
+            raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+        return False
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(is_available=is_available)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setenv("TINYNORM_BACKEND", "cupy")
+    assert _run_setup_cell(monkeypatch, installed=True) == ([], "numpy")
+    assert "running on NumPy" in capsys.readouterr().out

@@ -126,16 +126,25 @@ def list_registry(verbose: bool = False, width: int | None = None) -> None:
 
 
 # ---- exercises ---------------------------------------------------------------------
-def exercises(student_dir: str | None, solutions_dir: str | None) -> int:
+def exercises(
+    student_dir: str | None, solutions_dir: str | None, nbgrader_dir: str | None = None, otter_dir: str | None = None
+) -> int:
+    from .exercises.classroom import write_nbgrader_course, write_otter_masters
     from .exercises.notebooks import write_notebooks
 
-    if not (student_dir or solutions_dir):
-        print("error: exercises needs --student OUTDIR and/or --solutions OUTDIR", file=sys.stderr)
+    if not (student_dir or solutions_dir or nbgrader_dir or otter_dir):
+        print("error: exercises needs --student, --solutions, --nbgrader or --otter, with a folder", file=sys.stderr)
         return 2
     for outdir, with_solutions in ((student_dir, False), (solutions_dir, True)):
         if outdir:
             paths = write_notebooks(outdir, with_solutions)
             print(f"wrote {len(paths)} {'solution' if with_solutions else 'student'} notebooks to {outdir}")
+    if nbgrader_dir:
+        paths = write_nbgrader_course(nbgrader_dir)
+        print(f"wrote {len(paths)} nbgrader assignments to {nbgrader_dir}/source ({', '.join(p.stem for p in paths)})")
+    if otter_dir:
+        paths = write_otter_masters(otter_dir)
+        print(f"wrote {len(paths)} Otter master notebooks to {otter_dir} ({', '.join(p.stem for p in paths)})")
     return 0
 
 
@@ -185,6 +194,8 @@ def parser() -> argparse.ArgumentParser:
     p_ex = sub.add_parser("exercises", help="write the exercise notebooks (see tinynorm/exercises/README.md)")
     p_ex.add_argument("--student", metavar="OUTDIR", help="write the student notebooks, solutions replaced by stubs")
     p_ex.add_argument("--solutions", metavar="OUTDIR", help="write the notebooks with the solutions")
+    p_ex.add_argument("--nbgrader", metavar="COURSE_DIR", help="write one nbgrader source assignment per exercise")
+    p_ex.add_argument("--otter", metavar="OUTDIR", help="write one Otter-Grader master notebook per exercise")
     return top
 
 
@@ -195,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         list_registry(verbose=args.verbose)
         return 0
     if args.command == "exercises":
-        return exercises(args.student, args.solutions)
+        return exercises(args.student, args.solutions, args.nbgrader, args.otter)
     try:
         return 1 if check(args.backend, args.fast, args.only) else 0
     except backend.BackendUnavailableError as err:

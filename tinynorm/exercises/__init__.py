@@ -19,7 +19,8 @@ where, by how much, and, when the numbers match a known common mistake, names it
 
 The how-to for students, instructors and exercise authors (grading with
 ``pytest -m ex_layernorm``, ``TINYNORM_STUDENT``, ``TINYNORM_STRICT``, generating the
-notebooks) is ``tinynorm/exercises/README.md``.
+notebooks, nbgrader and Otter-Grader assignments from ``classroom.py``) is
+``tinynorm/exercises/README.md``.
 """
 
 from .catalog import EXERCISES, MISTAKES, Exercise, Mistake, get_exercise

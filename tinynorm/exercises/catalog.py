@@ -317,7 +317,7 @@ EXERCISES: dict[str, Exercise] = {
             _rmsnorm_affine,
             _row_cases(bias=True),
             ("rmsnorm_affine_backward",),
-            "The seed document's first two extensions: a per-dimension scale and a shift, both vectors "
+            "RMSNorm with two learnable vectors: a per-dimension scale and a shift, both "
             "of shape `(N,)` (not `(N, 1)` columns, which broadcast to an `(N, N)` result):\n\n"
             "    y = x / sqrt(mean(x**2) + eps) * weight + bias\n\n"
             "`dx` and `dweight` are exercise 2's; the new part is `dbias`. Which axes does it sum over?",
@@ -351,7 +351,7 @@ EXERCISES: dict[str, Exercise] = {
             _tanh_alpha,
             _row_cases(n_param="alpha"),
             ("tanh_alpha_backward",),
-            "The seed document's fourth extension puts a learnable activation after the norm:\n\n"
+            "A learnable activation after the norm, RMSNorm followed by a tanh whose steepness is learned:\n\n"
             "    n = x / sqrt(mean(x**2) + eps)   (RMSNorm, no weight),   y = tanh(alpha * n)\n\n"
             "with a single learnable `alpha` (shape `()`), which sets how soon the curve saturates.\n\n"
             "1. Let `t` be the gradient reaching `z = alpha * n`: `t = (1 - tanh(z)**2) * dy`.\n"

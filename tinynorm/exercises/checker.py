@@ -22,6 +22,9 @@ two implementations are compared.
 The result is a ``CheckResult``, truthy when the exercise passed. In strict mode
 (``strict=True``, or the environment variable ``TINYNORM_STRICT=1``) a failure raises
 ``ExerciseFailedError``, an ``AssertionError``, so that pytest and autograders see it.
+``gradient="dweight"`` grades one gradient alone: the autograders (``classroom.py``)
+give each gradient its own points, so a right ``dweight`` earns its points even when
+``dx`` is wrong.
 """
 
 from __future__ import annotations
@@ -94,6 +97,21 @@ class CheckResult:
     def __repr__(self) -> str:
         return f"<check {self.exercise!r}: {self.status}>"
 
+    def only(self, gradient: str) -> CheckResult:
+        """The verdict on one gradient alone: passed when ``gradient`` is right, whatever
+        the others; when it is wrong, the whole verdict (every wrong gradient and its
+        hints), restricted to it in ``wrong``. A check that could not run (not
+        implemented, an error) fails every gradient: it is returned unchanged."""
+        if self.status != "failed":
+            return self
+        mine = [v for v in self.wrong if v.name == gradient]
+        if mine:
+            return CheckResult(self.exercise, "failed", self.message, mine, self.max_rel_error)
+        others = ", ".join(v.name for v in self.wrong)
+        message = f"[{self.exercise}] {gradient} PASSED: it agrees with finite differences in every case"
+        message += f" (wrong: {others})."
+        return CheckResult(self.exercise, "passed", message, max_rel_error=self.max_rel_error)
+
 
 def strict_mode(strict: bool | None = None) -> bool:
     """``strict`` if given, otherwise whether ``TINYNORM_STRICT`` is set to a true value."""
@@ -102,7 +120,9 @@ def strict_mode(strict: bool | None = None) -> bool:
     return os.environ.get("TINYNORM_STRICT", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def check(name: str, student_fn: Any, *, strict: bool | None = None, quiet: bool = False) -> CheckResult:
+def check(
+    name: str, student_fn: Any, *, strict: bool | None = None, quiet: bool = False, gradient: str | None = None
+) -> CheckResult:
     """Check a student's answer to exercise ``name`` and print a short verdict.
 
     Parameters
@@ -115,21 +135,32 @@ def check(name: str, student_fn: Any, *, strict: bool | None = None, quiet: bool
         -> (dx, dweight, dbias)`` on NumPy arrays. Exercise 7: a ``NormSpec``, or a
         function of no arguments returning one.
     strict
-        Raise ``ExerciseFailedError`` unless the exercise passed. ``None`` (default) reads
-        the environment variable ``TINYNORM_STRICT``.
+        Raise ``ExerciseFailedError`` unless the exercise passed; its message is the
+        verdict, which is then not printed a second time. ``None`` (default) reads the
+        environment variable ``TINYNORM_STRICT``.
     quiet
         Do not print the verdict (it is in ``result.message``).
+    gradient
+        Grade this gradient alone (exercises 1-6: ``"dx"``, ``"dweight"``, ... as in
+        ``Exercise.gradients``): the result is truthy when it is right, whatever the
+        others (see ``CheckResult.only``). The autograders' cells, one per gradient.
     """
     __tracebackhide__ = True  # pytest shows the verdict, not the checker's insides
     exercise = get_exercise(name)
+    if gradient is not None and (exercise.kind == "norm" or gradient not in exercise.gradients):
+        expected = "None (exercise 7 is graded whole)" if exercise.kind == "norm" else f"one of {exercise.gradients}"
+        raise ValueError(f"check: gradient for {name!r} must be {expected}, got {gradient!r}")
     with backend.use_backend("numpy"), np.errstate(all="ignore"):
         if exercise.kind == "norm":
             result = _check_norm(exercise, student_fn)
         else:
             result = _check_backward(exercise, student_fn)
-    if not quiet:
+    if gradient is not None:
+        result = result.only(gradient)
+    raising = strict_mode(strict) and not result
+    if not quiet and not raising:
         print(result.message)
-    if strict_mode(strict) and not result:
+    if raising:
         raise ExerciseFailedError(result)
     return result
 

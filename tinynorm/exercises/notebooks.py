@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,87 +50,99 @@ HOW_TO = (
 )
 
 
-def strip_solutions(source: str, stub: str | None) -> str:
-    """``source`` with each solution region replaced by ``raise NotImplementedError(stub)``
-    (indented like the region's marker), or, when ``stub`` is None, with the markers removed."""
+def replace_solutions(source: str, replace: Callable[[str, list[str]], list[str]]) -> str:
+    """``source`` with each solution region (the lines between the ``BEGIN SOLUTION`` and
+    ``END SOLUTION`` marker lines) replaced by ``replace(indent, lines)``: ``indent`` is the
+    region's marker's, ``lines`` are the region's, and the markers themselves are dropped."""
     out: list[str] = []
-    inside = False
+    region: list[str] | None = None
+    indent = ""
     for line in source.splitlines():
         marker = line.strip()
         if marker == BEGIN:
-            if inside:
+            if region is not None:
                 raise ValueError(f"solution region opened twice:\n{source}")
-            inside = True
-            if stub is not None:
-                indent = line[: len(line) - len(line.lstrip())]
-                out.append(f"{indent}raise NotImplementedError({stub!r})")
+            region, indent = [], line[: len(line) - len(line.lstrip())]
         elif marker == END:
-            if not inside:
+            if region is None:
                 raise ValueError(f"'{END}' without '{BEGIN}':\n{source}")
-            inside = False
-        elif not inside or stub is None:
+            out += replace(indent, region)
+            region = None
+        elif region is not None:
+            region.append(line)
+        else:
             out.append(line)
-    if inside:
+    if region is not None:
         raise ValueError(f"solution region not closed:\n{source}")
     return "\n".join(out)
 
 
-def _code(names: tuple[str, ...], exercise: Exercise, with_solutions: bool) -> str:
-    stub = None if with_solutions else f"exercise {exercise.number}: your code here"
-    parts = [strip_solutions(inspect.getsource(getattr(solutions, name)), stub) for name in names]
+def keep_solution(indent: str, lines: list[str]) -> list[str]:
+    """For ``replace_solutions``: the region's lines, as they are (the instructor's copy)."""
+    return lines
+
+
+def raise_stub(message: str) -> Callable[[str, list[str]], list[str]]:
+    """For ``replace_solutions``: the region becomes ``raise NotImplementedError(message)``."""
+    return lambda indent, lines: [f"{indent}raise NotImplementedError({message!r})"]
+
+
+def stub_message(exercise: Exercise) -> str:
+    """What the student's stub raises."""
+    return f"exercise {exercise.number}: your code here"
+
+
+def exercise_code(exercise: Exercise, names: tuple[str, ...], replace: Callable[[str, list[str]], list[str]]) -> str:
+    """The source of ``names`` (objects of ``solutions.py``), each solution region replaced
+    by ``replace(indent, lines)`` (see ``replace_solutions``)."""
+    parts = [replace_solutions(inspect.getsource(getattr(solutions, name)), replace) for name in names]
     return "\n\n\n".join(parts)
 
 
-def _lesson_imports(exercise: Exercise) -> str:
-    """Import lines for the package functions a model answer calls (the lessons of
-    ``tinynorm/norms/``): the instructor's copy runs, the student's copy needs none."""
-    used: dict[str, set[str]] = {}
-    for name in exercise.objects:
-        for called in getattr(solutions, name).__code__.co_names:
-            fn = getattr(solutions, called, None)
-            if inspect.isfunction(fn) and called not in exercise.objects and fn.__module__ != solutions.__name__:
-                used.setdefault(fn.__module__, set()).add(called)
-    return "".join(f"\nfrom {module} import {', '.join(sorted(names))}" for module, names in sorted(used.items()))
-
-
-def _cell(kind: str, source: str, cell_id: str, tag: str | None = None) -> dict[str, Any]:
-    cell: dict[str, Any] = {
+def cell(kind: str, source: str, cell_id: str, tag: str | None = None) -> dict[str, Any]:
+    """A notebook cell (nbformat 4.5) without outputs; ``tag`` goes into ``metadata.tags``."""
+    new: dict[str, Any] = {
         "cell_type": kind,
         "id": cell_id,
         "metadata": {"tags": [tag]} if tag else {},
         "source": source.splitlines(keepends=True),
     }
     if kind == "code":
-        cell["execution_count"] = None
-        cell["outputs"] = []
-    return cell
+        new["execution_count"] = None
+        new["outputs"] = []
+    return new
 
 
-def notebook(exercise: Exercise, with_solutions: bool = False) -> dict[str, Any]:
-    """The notebook of one exercise, as the JSON dictionary nbformat 4.5 describes."""
-    n = exercise.number
-    title = f"# Exercise {n}: {exercise.title}\n\n"
-    if with_solutions:
-        title += "*Instructor's copy, with the solutions.*\n\n"
+def intro(exercise: Exercise, note: str = "") -> str:
+    """The first cell: the title, ``note`` (e.g. who this copy is for), how to work."""
+    text = f"# Exercise {exercise.number}: {exercise.title}\n\n"
+    if note:
+        text += f"{note}\n\n"
+    text += HOW_TO
+    return text if exercise.kind == "norm" else text + "\n\n" + CONVENTIONS
+
+
+def task(exercise: Exercise) -> str:
+    """The markdown cell that says what to derive and write."""
     if exercise.kind == "norm":
-        intro = title + HOW_TO
-        task = exercise.task
-        check_source = f'register(my_norm_spec())\ncheck("{exercise.name}", {exercise.function})'
-        setup = NORM_SETUP
-    else:
-        intro = title + HOW_TO + "\n\n" + CONVENTIONS
-        task = f"## The task\n\nWrite `{exercise.signature}`.\n\n{exercise.task}"
-        check_source = f'check("{exercise.name}", {exercise.function})'
-        setup = SETUP + (_lesson_imports(exercise) if with_solutions else "")
-    cells = [
-        _cell("markdown", intro, f"ex{n}-intro"),
-        _cell("code", setup, f"ex{n}-setup", "setup"),
-        _cell("markdown", task, f"ex{n}-task"),
-        _cell("code", _code(exercise.objects, exercise, with_solutions), f"ex{n}-code", "exercise"),
-    ]
-    if exercise.spec_objects:
-        cells.append(_cell("code", _code(exercise.spec_objects, exercise, True), f"ex{n}-spec", "exercise"))
-    cells.append(_cell("code", check_source, f"ex{n}-check", "check"))
+        return exercise.task
+    return f"## The task\n\nWrite `{exercise.signature}`.\n\n{exercise.task}"
+
+
+def setup_source(exercise: Exercise) -> str:
+    """The imports the exercise's code cells need."""
+    return NORM_SETUP if exercise.kind == "norm" else SETUP
+
+
+def check_source(exercise: Exercise) -> str:
+    """The student's own check cell (printing the verdict, never raising unless strict)."""
+    if exercise.kind == "norm":
+        return f'register(my_norm_spec())\ncheck("{exercise.name}", {exercise.function})'
+    return f'check("{exercise.name}", {exercise.function})'
+
+
+def notebook_json(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """A whole notebook around ``cells``, as the JSON dictionary nbformat 4.5 describes."""
     return {
         "cells": cells,
         "metadata": {
@@ -141,6 +154,32 @@ def notebook(exercise: Exercise, with_solutions: bool = False) -> dict[str, Any]
     }
 
 
+def write_json(path: Path, nb: dict[str, Any]) -> Path:
+    """Write a notebook (or any JSON) the same way every time: sorted keys, one-space indent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def notebook(exercise: Exercise, with_solutions: bool = False) -> dict[str, Any]:
+    """The notebook of one exercise, as the JSON dictionary nbformat 4.5 describes."""
+    n = exercise.number
+    note = "*Instructor's copy, with the solutions.*" if with_solutions else ""
+    solution = keep_solution if with_solutions else raise_stub(stub_message(exercise))
+    cells = [
+        cell("markdown", intro(exercise, note), f"ex{n}-intro"),
+        cell("code", setup_source(exercise), f"ex{n}-setup", "setup"),
+        cell("markdown", task(exercise), f"ex{n}-task"),
+        cell("code", exercise_code(exercise, exercise.objects, solution), f"ex{n}-code", "exercise"),
+    ]
+    if exercise.spec_objects:
+        cells.append(
+            cell("code", exercise_code(exercise, exercise.spec_objects, keep_solution), f"ex{n}-spec", "exercise")
+        )
+    cells.append(cell("code", check_source(exercise), f"ex{n}-check", "check"))
+    return notebook_json(cells)
+
+
 def filename(exercise: Exercise) -> str:
     return f"{exercise.number:02d}_{exercise.name}.ipynb"
 
@@ -148,11 +187,4 @@ def filename(exercise: Exercise) -> str:
 def write_notebooks(outdir: str | Path, with_solutions: bool = False) -> list[Path]:
     """Write every exercise's notebook into ``outdir`` (created if needed); return the paths."""
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for exercise in EXERCISES.values():
-        path = outdir / filename(exercise)
-        text = json.dumps(notebook(exercise, with_solutions), indent=1, sort_keys=True, ensure_ascii=False)
-        path.write_text(text + "\n", encoding="utf-8")
-        paths.append(path)
-    return paths
+    return [write_json(outdir / filename(e), notebook(e, with_solutions)) for e in EXERCISES.values()]

@@ -21,9 +21,7 @@ import numpy as np
 
 from ..autograd import Context, Function
 from ..nn.module import Parameter
-from ..norms._shared import NormModule, as_rows, as_shape, check_eps, check_input, check_param, feature_axes
-from ..norms.layernorm import layer_norm_backward, layer_norm_forward
-from ..norms.rmsnorm import rms_norm_backward, rms_norm_forward
+from ..norms._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes
 from ..ops import namespace_of, sum_to
 from ..registry import Case, NormSpec, ParamSpec, sample
 from ..tensor import Tensor, ones
@@ -62,8 +60,9 @@ def mul_backward(dy, a, b):
 
 # ---- exercises 2 to 4: the lessons' own backwards -------------------------------------
 # The model answers are the package's lessons (tinynorm/norms/rmsnorm.py and layernorm.py),
-# called on the exercise's (..., N) arrays seen as rows: the repository has one plain
-# backward per norm, and the exercises are graded against it.
+# imported inside the solution (students do not see the import) and called on the
+# exercise's (..., N) arrays seen as rows: the repository has one plain backward per
+# norm, and the exercises are graded against it.
 def rmsnorm_backward(dy, x, weight, eps):
     """Gradients of RMSNorm over the last axis, ``y = x / sqrt(mean(x**2) + eps) * weight``.
 
@@ -71,9 +70,13 @@ def rmsnorm_backward(dy, x, weight, eps):
     ``(N,)``. Returns ``(dx, dweight)``.
     """
     # BEGIN SOLUTION
+    from tinynorm.norms.rmsnorm import rms_norm_backward, rms_norm_forward
+
     # The lesson: dx = rstd * (g - xhat * mean(g * xhat)), dweight = sum over rows of dy * xhat.
-    _, rstd = rms_norm_forward(as_rows(x, x.shape[-1]), weight, None, eps)
-    dx, dweight, _ = rms_norm_backward(as_rows(dy, x.shape[-1]), as_rows(x, x.shape[-1]), weight, rstd, False)
+    _, rstd = rms_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, None, eps)
+    dx, dweight, _ = rms_norm_backward(
+        np.reshape(dy, (-1, x.shape[-1])), np.reshape(x, (-1, x.shape[-1])), weight, rstd, False
+    )
     return np.reshape(dx, x.shape), dweight
     # END SOLUTION
 
@@ -86,9 +89,13 @@ def rmsnorm_affine_backward(dy, x, weight, bias, eps):
     Returns ``(dx, dweight, dbias)``.
     """
     # BEGIN SOLUTION
+    from tinynorm.norms.rmsnorm import rms_norm_backward, rms_norm_forward
+
     # The same lesson; the shift adds dy to every row, so dbias = sum over rows of dy.
-    _, rstd = rms_norm_forward(as_rows(x, x.shape[-1]), weight, bias, eps)
-    dx, dweight, dbias = rms_norm_backward(as_rows(dy, x.shape[-1]), as_rows(x, x.shape[-1]), weight, rstd, True)
+    _, rstd = rms_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, bias, eps)
+    dx, dweight, dbias = rms_norm_backward(
+        np.reshape(dy, (-1, x.shape[-1])), np.reshape(x, (-1, x.shape[-1])), weight, rstd, True
+    )
     return np.reshape(dx, x.shape), dweight, dbias
     # END SOLUTION
 
@@ -103,11 +110,13 @@ def layernorm_backward(dy, x, weight, bias, eps):
     Returns ``(dx, dweight, dbias)``.
     """
     # BEGIN SOLUTION
+    from tinynorm.norms.layernorm import layer_norm_backward, layer_norm_forward
+
     # The lesson: three paths from x to xhat (direct, through the mean, through rstd):
     # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-    _, mean, rstd = layer_norm_forward(as_rows(x, x.shape[-1]), weight, bias, eps)
+    _, mean, rstd = layer_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, bias, eps)
     dx, dweight, dbias = layer_norm_backward(
-        as_rows(dy, x.shape[-1]), as_rows(x, x.shape[-1]), weight, mean, rstd, True
+        np.reshape(dy, (-1, x.shape[-1])), np.reshape(x, (-1, x.shape[-1])), weight, mean, rstd, True
     )
     return np.reshape(dx, x.shape), dweight, dbias
     # END SOLUTION

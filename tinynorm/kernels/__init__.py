@@ -93,7 +93,9 @@ def disabled() -> Iterator[None]:
         _enabled.reset(token)
 
 
-_chosen: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("tinynorm_kernels_chosen", default=None)
+_chosen: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "tinynorm_kernels_chosen", default=None
+)
 
 
 @contextlib.contextmanager
