@@ -160,10 +160,10 @@ def test_a_real_type_field_is_kept():
     assert lines[-1] == ":type: dict[str, NormSpec]"
 
 
-<<<<<<< HEAD
 def test_every_registry_family_has_a_heading_in_the_catalog():
     assert {spec.family for spec in NORMS.values()} <= set(tinynorm_docs.FAMILIES)
-=======
+
+
 # ---- the built site works offline (scripts/check_offline_docs.py, run by build_docs.sh) ------
 def test_a_page_loading_a_remote_script_or_stylesheet_is_reported(tmp_path):
     (tmp_path / "_static").mkdir()
@@ -190,4 +190,3 @@ def test_the_built_site_loads_nothing_remote_and_serves_its_own_mathjax():
     assert (BUILT / "_static" / "mathjax" / "tex-chtml.js").is_file()
     page = (BUILT / "norms" / "layernorm.html").read_text(encoding="utf-8")
     assert 'src="../_static/mathjax/tex-chtml.js' in page
->>>>>>> classroom
