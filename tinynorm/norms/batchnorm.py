@@ -96,7 +96,8 @@ __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 def channel_rows(a: Any) -> Any:
     """``(N, C, L)`` as ``(C, N * L)``: channel ``c``'s values, from every sample and
-    position, in row ``c`` (a copy: a channel's values are not contiguous in ``a``)."""
+    position, in row ``c`` (a copy, unless ``N = 1``: a channel's values are ``C * L``
+    apart in ``a``, in runs of ``L``)."""
     samples, channels, length = a.shape
     xp = namespace_of(a)
     return xp.reshape(xp.permute_dims(a, (1, 0, 2)), (channels, samples * length))

@@ -85,7 +85,8 @@ def per_channel(param: Any) -> Any:
 
 
 def group_rows(a: Any, num_groups: int) -> Any:
-    """``(N, C, L)`` as ``(N * G, M)``: one row per group of each sample (a view).
+    """``(N, C, L)`` as ``(N * G, M)``: one row per group of each sample (a reshape, which
+    copies nothing for contiguous input).
 
     The channel axis comes before the positions, so a group's ``C / G`` channels are one
     contiguous run of ``M = (C / G) * L`` values. (Sizes spelled out: ``-1`` is ambiguous
