@@ -10,7 +10,8 @@ values against the case's input shape:
 * channel-first norms (BatchNorm, GroupNorm, ...), recognised because a kwarg of the
   ``"3d"`` case equals dimension 1 and none equals the trailing ones: that kwarg becomes the
   new channel count; their big shape is ``(N, C, L)`` with as many elements as the
-  channel-last one, ``(32, 128, 1024)``, or ``(N, C)`` where a 2-D shape is asked for;
+  channel-last one, ``(32, 128, 1024)``, or ``(N, C)`` where a 2-D shape is asked for
+  (``(N, C, 32, 32)`` for the norms of images, whose cases are all 4-D);
 * every other kwarg (``eps``, ``num_groups``, flags) keeps its case value.
 """
 
@@ -39,8 +40,11 @@ def is_channel_first(spec: NormSpec) -> bool:
 def big_shape(spec: NormSpec, rows: int, features: int) -> tuple[int, ...]:
     """The (4096, 1024)-like benchmark shape for this variant (see the module docstring)."""
     if is_channel_first(spec):
-        channels = 128 if features >= 128 else features
-        return (max(1, rows * features // (channels * 1024)), channels, 1024) if features >= 128 else (rows, features)
+        images = len(spec.cases["3d"].input_shape) == 4  # BatchNorm2d, InstanceNorm2d: (N, C, H, W) only
+        if features < 128 and not images:
+            return (rows, features)
+        channels = min(128, features)
+        return (max(1, rows * features // (channels * 1024)), channels, *((32, 32) if images else (1024,)))
     return (rows, features)
 
 
