@@ -127,8 +127,8 @@ PLANTS = {
             "eps_outside_sqrt",
             [
                 (
-                    "_, rstd = rms_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, None, eps)",
-                    "rstd = 1 / (np.sqrt(np.mean(np.reshape(x, (-1, x.shape[-1])) ** 2, axis=-1, keepdims=True)) + eps)",
+                    "_, rstd = rms_norm_forward(x_rows, weight, None, eps)",
+                    "rstd = 1 / (np.sqrt(np.mean(x_rows ** 2, axis=-1, keepdims=True)) + eps)",
                 )
             ],
         ),
@@ -150,9 +150,9 @@ PLANTS = {
             "n_minus_1",
             [
                 (
-                    "_, mean, rstd = layer_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, bias, eps)",
-                    "mean = np.mean(np.reshape(x, (-1, x.shape[-1])), axis=-1, keepdims=True); "
-                    "rstd = 1 / np.sqrt(np.var(np.reshape(x, (-1, x.shape[-1])), axis=-1, ddof=1, keepdims=True) + eps)",
+                    "_, mean, rstd = layer_norm_forward(x_rows, weight, bias, eps)",
+                    "mean = np.mean(x_rows, axis=-1, keepdims=True); "
+                    "rstd = 1 / np.sqrt(np.var(x_rows, axis=-1, ddof=1, keepdims=True) + eps)",
                 )
             ],
         ),
@@ -160,9 +160,9 @@ PLANTS = {
             "eps_outside_sqrt",
             [
                 (
-                    "_, mean, rstd = layer_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, bias, eps)",
-                    "mean = np.mean(np.reshape(x, (-1, x.shape[-1])), axis=-1, keepdims=True); "
-                    "rstd = 1 / (np.std(np.reshape(x, (-1, x.shape[-1])), axis=-1, keepdims=True) + eps)",
+                    "_, mean, rstd = layer_norm_forward(x_rows, weight, bias, eps)",
+                    "mean = np.mean(x_rows, axis=-1, keepdims=True); "
+                    "rstd = 1 / (np.std(x_rows, axis=-1, keepdims=True) + eps)",
                 )
             ],
         ),

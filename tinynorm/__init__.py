@@ -7,7 +7,7 @@ y.backward(tn.randn(4, 8))
 tn.gradcheck(tn.nn.RMSNorm(8), x)
 """
 
-from . import backend, kernels, nn, ops, optim, registry  # noqa: E402,I001  (nn registers the norms)
+from . import backend, kernels, nn, ops, optim, registry  # noqa: E402,F401,I001  (nn registers the norms)
 from .autograd import Context, Function, is_grad_enabled, no_grad
 from .backend import BackendUnavailableError, get_backend, set_backend, use_backend
 from .gradcheck import (

@@ -73,10 +73,10 @@ def rmsnorm_backward(dy, x, weight, eps):
     from tinynorm.norms.rmsnorm import rms_norm_backward, rms_norm_forward
 
     # The lesson: dx = rstd * (g - xhat * mean(g * xhat)), dweight = sum over rows of dy * xhat.
-    _, rstd = rms_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, None, eps)
-    dx, dweight, _ = rms_norm_backward(
-        np.reshape(dy, (-1, x.shape[-1])), np.reshape(x, (-1, x.shape[-1])), weight, rstd, False
-    )
+    n = x.shape[-1]
+    x_rows, dy_rows = np.reshape(x, (-1, n)), np.reshape(dy, (-1, n))  # (..., N) seen as rows (rows, N)
+    _, rstd = rms_norm_forward(x_rows, weight, None, eps)
+    dx, dweight, _ = rms_norm_backward(dy_rows, x_rows, weight, rstd, False)
     return np.reshape(dx, x.shape), dweight
     # END SOLUTION
 
@@ -92,10 +92,10 @@ def rmsnorm_affine_backward(dy, x, weight, bias, eps):
     from tinynorm.norms.rmsnorm import rms_norm_backward, rms_norm_forward
 
     # The same lesson; the shift adds dy to every row, so dbias = sum over rows of dy.
-    _, rstd = rms_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, bias, eps)
-    dx, dweight, dbias = rms_norm_backward(
-        np.reshape(dy, (-1, x.shape[-1])), np.reshape(x, (-1, x.shape[-1])), weight, rstd, True
-    )
+    n = x.shape[-1]
+    x_rows, dy_rows = np.reshape(x, (-1, n)), np.reshape(dy, (-1, n))  # (..., N) seen as rows (rows, N)
+    _, rstd = rms_norm_forward(x_rows, weight, bias, eps)
+    dx, dweight, dbias = rms_norm_backward(dy_rows, x_rows, weight, rstd, True)
     return np.reshape(dx, x.shape), dweight, dbias
     # END SOLUTION
 
@@ -114,10 +114,10 @@ def layernorm_backward(dy, x, weight, bias, eps):
 
     # The lesson: three paths from x to xhat (direct, through the mean, through rstd):
     # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-    _, mean, rstd = layer_norm_forward(np.reshape(x, (-1, x.shape[-1])), weight, bias, eps)
-    dx, dweight, dbias = layer_norm_backward(
-        np.reshape(dy, (-1, x.shape[-1])), np.reshape(x, (-1, x.shape[-1])), weight, mean, rstd, True
-    )
+    n = x.shape[-1]
+    x_rows, dy_rows = np.reshape(x, (-1, n)), np.reshape(dy, (-1, n))  # (..., N) seen as rows (rows, N)
+    _, mean, rstd = layer_norm_forward(x_rows, weight, bias, eps)
+    dx, dweight, dbias = layer_norm_backward(dy_rows, x_rows, weight, mean, rstd, True)
     return np.reshape(dx, x.shape), dweight, dbias
     # END SOLUTION
 
