@@ -64,7 +64,8 @@ def test_check_only_a_misspelt_name_exits_2_naming_the_close_matches():
 )
 def test_check_only_names_the_op_or_norm_that_was_meant(typo, meant, capsys):
     assert exit_code(["check", "--only", typo]) == 2
-    assert f"unknown name {typo!r}; did you mean {meant}" in capsys.readouterr().err
+    suggestion = capsys.readouterr().err.split(f"unknown name {typo!r}; did you mean ")[1].split("?")[0]
+    assert meant in suggestion
 
 
 def test_check_only_a_name_close_to_nothing_says_so(capsys):

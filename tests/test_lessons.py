@@ -25,7 +25,7 @@ LESSON_FILES = sorted(p for p in NORMS_DIR.glob("*.py") if not p.name.startswith
 LESSON_LINES = 25
 """Code lines (not blank, comment or docstring) of one plain forward or backward."""
 
-FIRST_SCREEN = 45
+FIRST_SCREEN = 50
 """Lines after the module docstring within which the first lesson function starts."""
 
 SPEED_MACHINERY = re.compile(r"\bout=|for_each_row_block|blocked_(forward|backward)|\b(mul|add|sub|tanh)_\(|setbufsize")

@@ -197,3 +197,36 @@ def scalar_param(name: str, value: Tensor | float, x: Tensor) -> Tensor:
     raise TypeError(
         f"{name}: expected a real number (fixed) or a 0-d tn.Tensor (learnable), got {type(value).__name__}"
     )
+
+
+# ---- the channel norms' views (GroupNorm, InstanceNorm, BatchNorm) ----------------------------
+def as_ncl(x: Any) -> Any:
+    """``(N, C, *)`` as ``(N, C, L)`` with ``L = prod(*)`` (1 for ``(N, C)``): a view."""
+    return namespace_of(x).reshape(x, (x.shape[0], x.shape[1], math.prod(x.shape[2:])))
+
+
+def per_channel(param: Any) -> Any:
+    """A ``(C,)`` parameter as a ``(C, 1)`` column, to act per channel on ``(N, C, L)`` (``None`` stays)."""
+    return None if param is None else namespace_of(param).reshape(param, (param.shape[0], 1))
+
+
+def channel_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``(C, 1, ...)``: a per-channel vector reshaped to broadcast against ``(N, C, *)``."""
+    return (x_shape[1],) + (1,) * (len(x_shape) - 2)
+
+
+def empty_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """A channel norm of an input with no values at all (``N = 0``, or no positions).
+
+    Then ``xhat`` is as empty as ``x``, and so is ``y = xhat * weight + bias``: an empty
+    output, as PyTorch returns, whose input gradient is empty and whose parameter
+    gradients, sums over nothing, are 0. Composed from primitive ops, so autograd gives
+    exactly that.
+    """
+    shape = channel_shape(x.shape)
+    y = x * 0.0  # xhat: empty, and still connected to x
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y

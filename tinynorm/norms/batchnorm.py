@@ -80,15 +80,18 @@ from ..stats import in_compute_dtype, widen
 from ..tensor import Tensor, ones, tensor, zeros
 from ._shared import (
     NormModule,
+    as_ncl,
+    channel_shape,
     check_eps,
     check_input,
     check_param,
     check_positive_int,
     check_real,
+    empty_norm,
     eps_for,
     param_grad,
+    per_channel,
 )
-from .groupnorm import as_ncl, channel_shape, empty_norm, per_channel
 from .layernorm import layer_norm_backward, layer_norm_forward
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]

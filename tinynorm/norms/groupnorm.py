@@ -60,30 +60,24 @@ from ..stats import in_compute_dtype, widen
 from ..tensor import Tensor, ones, zeros
 from ._shared import (
     NormModule,
+    as_ncl,
+    channel_shape,
     check_eps,
     check_input,
     check_param,
     check_positive_int,
     check_real,
+    empty_norm,
     eps_for,
     param_grad,
+    per_channel,
 )
 from .layernorm import layer_norm_backward, layer_norm_forward
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
 
-# ---- the views the channel norms compute on -------------------------------------------------
-def as_ncl(x: Any) -> Any:
-    """``(N, C, *)`` as ``(N, C, L)`` with ``L = prod(*)`` (1 for ``(N, C)``): a view."""
-    return namespace_of(x).reshape(x, (x.shape[0], x.shape[1], math.prod(x.shape[2:])))
-
-
-def per_channel(param: Any) -> Any:
-    """A ``(C,)`` parameter as a ``(C, 1)`` column, to act per channel on ``(N, C, L)`` (``None`` stays)."""
-    return None if param is None else namespace_of(param).reshape(param, (param.shape[0], 1))
-
-
+# ---- the view the lesson computes on ----------------------------------------------------------
 def group_rows(a: Any, num_groups: int) -> Any:
     """``(N, C, L)`` as ``(N * G, M)``: one row per group of each sample (a reshape, which
     copies nothing for contiguous input).
@@ -94,11 +88,6 @@ def group_rows(a: Any, num_groups: int) -> Any:
     """
     samples, channels, length = a.shape
     return namespace_of(a).reshape(a, (samples * num_groups, channels // num_groups * length))
-
-
-def channel_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``(C, 1, ...)``: a per-channel vector reshaped to broadcast against ``(N, C, *)``."""
-    return (x_shape[1],) + (1,) * (len(x_shape) - 2)
 
 
 # ---- the lesson: forward and backward on ``(N, C, L)`` --------------------------------------
@@ -153,23 +142,6 @@ class GroupNormFunction(Function):
         _, backward = kernels.pick("group_norm", x3, w) or (group_norm_forward, group_norm_backward)
         dx3, dweight, dbias = backward(dy3, x3, w, mean, rstd, ctx.num_groups, bias is not None)
         return namespace_of(x).reshape(dx3, x.shape), param_grad(dweight, weight), param_grad(dbias, bias)
-
-
-def empty_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-    """A channel norm of an input with no values at all (``N = 0``, or no positions).
-
-    Then ``xhat`` is as empty as ``x``, and so is ``y = xhat * weight + bias``: an empty
-    output, as PyTorch returns, whose input gradient is empty and whose parameter
-    gradients, sums over nothing, are 0. Composed from primitive ops, so autograd gives
-    exactly that.
-    """
-    shape = channel_shape(x.shape)
-    y = x * 0.0  # xhat: empty, and still connected to x
-    if weight is not None:
-        y = y * weight.reshape(shape)
-    if bias is not None:
-        y = y + bias.reshape(shape)
-    return y
 
 
 def group_norm_reference(
