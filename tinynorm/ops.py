@@ -788,20 +788,7 @@ def var(
     ``ddof``). ``unbiased=True``/``False`` is PyTorch's older spelling of 1/0. Two-pass
     (the mean first), composed from primitives. Where ``N - correction <= 0`` the result is
     inf or NaN, with a warning, as PyTorch does."""
-    axis, keepdims = _reduction_args("var", axis, keepdims, dim, keepdim)
-    correction = _correction("var", correction, unbiased)
-    axes = _normalize_axis(axis, a.ndim)
-    count = math.prod(a.shape[ax] for ax in axes)
-    if count - correction <= 0:
-        warnings.warn(
-            f"var: {count} value(s) per result and correction={correction} leave no degrees of freedom; "
-            "the result is inf or NaN",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    centered = a - mean(a, axis=axes, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):  # the warning above says it
-        return sum(centered * centered, axis=axes, keepdims=keepdims) / builtins.max(count - correction, 0.0)
+    return _variance("var", a, axis, keepdims, correction, unbiased, dim, keepdim)
 
 
 def std(
@@ -816,7 +803,33 @@ def std(
 ) -> Tensor:
     """Standard deviation, ``sqrt(var(...))``, with ``var``'s arguments and defaults (``correction=1``,
     as ``torch.std``; NumPy's default is 0)."""
-    return sqrt(var(a, axis, keepdims, correction=correction, unbiased=unbiased, dim=dim, keepdim=keepdim))
+    return sqrt(_variance("std", a, axis, keepdims, correction, unbiased, dim, keepdim))
+
+
+def _variance(
+    op: str,
+    a: Tensor,
+    axis: Axis,
+    keepdims: bool,
+    correction: float | None,
+    unbiased: bool | None,
+    dim: Axis,
+    keepdim: bool | None,
+) -> Tensor:
+    axis, keepdims = _reduction_args(op, axis, keepdims, dim, keepdim)
+    correction = _correction(op, correction, unbiased)
+    axes = _normalize_axis(axis, a.ndim)
+    count = math.prod(a.shape[ax] for ax in axes)
+    if count - correction <= 0:
+        warnings.warn(
+            f"{op}: {count} value(s) per result and correction={correction} leave no degrees of freedom; "
+            "the result is inf or NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    centered = a - mean(a, axis=axes, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the warning above says it
+        return sum(centered * centered, axis=axes, keepdims=keepdims) / builtins.max(count - correction, 0.0)
 
 
 def reshape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
