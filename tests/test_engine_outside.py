@@ -246,7 +246,8 @@ def test_a_backward_returning_a_tensor_is_refused_naming_the_function_and_input(
 def test_a_backward_returning_the_wrong_shape_is_refused_naming_the_function_and_input(backend):
     x = tn.ones(2, 3, requires_grad=True)
     w = tn.ones(3, requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"WrongShape.backward returned a gradient of shape \(2, 3\) for input 1, "):
+    message = r"WrongShape.backward returned a gradient of shape \(2, 3\) for an input of shape \(3,\) \(input 1\)"
+    with pytest.raises(RuntimeError, match=message):
         WrongShape.apply(x, w).backward(tn.ones(2, 3))
 
 

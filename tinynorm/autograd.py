@@ -181,8 +181,8 @@ def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 )
             if tuple(pg.shape) != parent.shape:
                 raise RuntimeError(
-                    f"{name}.backward returned a gradient of shape {tuple(pg.shape)} for input {i}, "
-                    f"of shape {parent.shape}"
+                    f"{name}.backward returned a gradient of shape {tuple(pg.shape)} for an input of shape "
+                    f"{parent.shape} (input {i})"
                 )
             key = id(parent)
             grads[key] = pg if key not in grads else grads[key] + pg

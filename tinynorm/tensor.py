@@ -2,8 +2,9 @@
 
 A Tensor holds ``data`` (a NumPy, CuPy or array_api_strict array), a flag
 ``requires_grad``, and, once ``backward`` has run, ``grad`` (an array of the same
-shape). A Tensor made by an operation also remembers the ``Function`` that made
-it, that function's ``ctx`` and its input Tensors: these links are the graph.
+shape: a backend array, not a Tensor as in PyTorch). A Tensor made by an operation
+also remembers the ``Function`` that made it, that function's ``ctx`` and its input
+Tensors: these links are the graph.
 
 The arithmetic operators and methods below only forward to the ``Function``
 classes in ``ops.py``, where each forward sits next to its backward. Methods that
@@ -310,8 +311,9 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend_na
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
-    """A NumPy-backend tensor that shares memory with ``array`` (as ``torch.from_numpy``): writes to
-    either show in both, and such writes are not counted by the version check (see the module's docstring)."""
+    """A NumPy-backend tensor that shares memory with ``array`` (as ``torch.from_numpy``): a write to
+    either shows in both. Writes through ``array`` go around tinynorm, so the version check cannot see
+    them (see the module's docstring); ``tn.tensor(array)`` copies instead."""
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "iubf":
         raise TypeError(
             f"from_numpy: expected a NumPy array of numbers, got {type(array).__name__} {getattr(array, 'dtype', '')}"
