@@ -145,7 +145,7 @@ def test_the_error_message_names_input_element_values_and_errors():
     with pytest.raises(tn.GradcheckError) as info:
         tn.gradcheck(SquareWrongSign.apply, _x())
     message = str(info.value)
-    assert "'input 0', jacobian check at element (2, 2): analytical -4 vs numerical 4" in message
+    assert "'input 0', jacobian check at output[2] w.r.t. input 0[2]: analytical -4 vs numerical 4" in message
     assert "(abs error 8, rel error 2)" in message
     assert "allowed |a - n| <= 1e-05 + 0.001 * |n|" in message
 
@@ -154,13 +154,73 @@ def test_the_result_carries_the_numbers_when_not_raising():
     result = tn.gradcheck(SquareWrongSign.apply, _x(), raise_exception=False)
     assert isinstance(result, tn.GradcheckResult) and not result
     (jac,) = [f for f in result.failures if f.check == "jacobian"]
-    assert (jac.input, jac.index) == ("input 0", (2, 2))
+    assert (jac.input, jac.output_index, jac.index) == ("input 0", (2,), (2,))
     assert jac.analytical == -4.0
     assert jac.numerical == pytest.approx(4.0, abs=1e-8)
     assert jac.abs_error == pytest.approx(8.0, abs=1e-8)
     assert jac.rel_error == pytest.approx(2.0, abs=1e-8)
     assert result.max_abs_error >= 8.0
     assert result.failures == tn.GradcheckError(result).result.failures
+
+
+class ScaleWrongAtTwo(tn.Function):
+    """y = x * w with w of shape (5,); the backward triples dw[2], and only it."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        dw = (grad * x).sum(axis=0) * np.array([1.0, 1.0, 3.0, 1.0, 1.0])
+        return grad * w, dw
+
+
+class ScaleModule(tn.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = tn.nn.Parameter(tn.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+
+    def forward(self, x):
+        return ScaleWrongAtTwo.apply(x, self.weight)
+
+
+def test_a_jacobian_failure_names_the_output_and_input_elements_each_in_its_own_shape():
+    # d y[i, 2] / d weight[2] = x[i, 2], reported as 3 x[i, 2]; the error is largest in row 1.
+    x = tn.tensor([[0.1, 0.2, 0.3, 0.4, 0.5], [0.6, 0.7, 2.0, 0.9, 1.0]])
+    result = tn.gradcheck(ScaleModule(), x, raise_exception=False)
+    (jac,) = [f for f in result.failures if f.check == "jacobian"]
+    assert (jac.input, jac.output_index, jac.index) == ("weight", (1, 2), (2,))
+    assert "'weight', jacobian check at output[1, 2] w.r.t. weight[2]: analytical 6 vs numerical 2" in str(jac)
+    (upstream,) = [f for f in result.failures if f.check == "random upstream"]
+    assert upstream.index == (2,) and upstream.output_index is None and "at weight[2]:" in str(upstream)
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "error", "message"),
+    [
+        ("eps", "1e-6", TypeError, r"gradcheck: eps must be a real number, got str '1e-6'"),
+        ("eps", None, TypeError, r"gradcheck: eps must be a real number, got NoneType"),
+        ("eps", True, TypeError, r"gradcheck: eps must be a real number, got bool"),
+        ("eps", 0.0, ValueError, r"gradcheck: eps must be a finite number > 0 \(the finite-difference step\), got 0.0"),
+        ("eps", float("nan"), ValueError, r"gradcheck: eps must be a finite number > 0 .* got nan"),
+        ("eps", -1e-6, ValueError, r"gradcheck: eps must be a finite number > 0 .* got -1e-06"),
+        ("atol", -1.0, ValueError, r"gradcheck: atol must be a finite number >= 0, got -1.0"),
+        ("atol", float("inf"), ValueError, r"gradcheck: atol must be a finite number >= 0, got inf"),
+        ("rtol", "0.1", TypeError, r"gradcheck: rtol must be a real number, got str"),
+        ("rtol", float("nan"), ValueError, r"gradcheck: rtol must be a finite number >= 0, got nan"),
+    ],
+)
+def test_a_bad_step_or_tolerance_is_refused_naming_it(argument, value, error, message):
+    with pytest.raises(error, match=message):
+        tn.gradcheck(Square.apply, _x(), **{argument: value})
+
+
+def test_zero_tolerances_are_allowed():
+    # A function linear in x: the central difference is exact to round-off, well under rtol=1e-6.
+    assert tn.gradcheck(lambda x: x * 3.0, _x(), atol=0, rtol=1e-6) is True
 
 
 def test_the_error_carries_the_result():

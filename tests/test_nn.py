@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinynorm as tn
-from tinynorm.nn import Linear, Module, Parameter, ReLU, Sequential, Tanh
+from tinynorm.nn import Linear, Module, ModuleList, Parameter, ReLU, Sequential, Tanh
 
 
 class Block(Module):
@@ -103,9 +103,95 @@ def test_linear_passes_gradcheck(backend):
     assert tn.gradcheck(Linear(3, 2), tn.randn(4, 3, requires_grad=True)) is True
 
 
-def test_linear_refuses_the_wrong_input_width():
-    with pytest.raises(ValueError, match=r"Linear: expected input with last dimension 3, got shape \(2, 4\)"):
+def test_linear_refuses_the_wrong_input_width_naming_in_features():
+    with pytest.raises(ValueError, match=r"Linear: input's last dimension must equal in_features=3, got .* \(2, 4\)"):
         Linear(3, 2)(tn.ones(2, 4))
+
+
+@pytest.mark.parametrize(("bad", "kind"), [(np.ones((2, 3)), "ndarray"), ([[1.0, 2.0, 3.0]], "list")])
+def test_linear_refuses_input_that_is_not_a_tensor(bad, kind):
+    # An ndarray used to come back as an object array of scalar Tensors.
+    with pytest.raises(TypeError, match=rf"Linear: input must be a tn.Tensor, got {kind}"):
+        Linear(3, 2)(bad)
+
+
+def test_linear_refuses_integer_input():
+    with pytest.raises(TypeError, match=r"Linear: input must have a floating dtype, got int64"):
+        Linear(3, 2)(tn.tensor([[1, 2, 3]]))
+
+
+# ---- containers and module traversal -------------------------------------------------------------------------
+def test_module_list_holds_modules_by_position_and_registers_their_parameters():
+    layers = ModuleList([Linear(2, 3)])
+    layers.append(ReLU()).extend([Linear(3, 1), Tanh()])
+    assert len(layers) == 4
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear", "Tanh"]
+    assert isinstance(layers[-2], Linear) and layers[-2] is layers[2]
+    assert [type(m).__name__ for m in layers[1:3]] == ["ReLU", "Linear"] and isinstance(layers[1:3], ModuleList)
+    assert [name for name, _ in layers.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    layers[1] = Linear(3, 3)
+    assert [name for name, _ in layers.named_parameters()][2:4] == ["1.weight", "1.bias"]
+
+
+def test_a_module_list_inside_a_module_contributes_dotted_names():
+    class Tower(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = ModuleList(Linear(2, 2) for _ in range(2))
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    tower = Tower()
+    assert [n for n, _ in tower.named_parameters()] == [f"blocks.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")]
+    assert tower(tn.randn(4, 2)).shape == (4, 2)
+    assert tn.gradcheck(tower, tn.randn(3, 2, requires_grad=True)) is True
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda m: m[2], IndexError, r"ModuleList: index 2 is out of range for 2 modules"),
+        (lambda m: m.append(np.ones(2)), TypeError, r"ModuleList.append: expected a tn.nn.Module, got ndarray"),
+        (lambda m: m.extend(Linear(1, 1)), TypeError, r"ModuleList.extend: expected an iterable of modules, got one"),
+    ],
+)
+def test_module_list_refuses_bad_positions_and_non_modules(call, error, message):
+    with pytest.raises(error, match=message):
+        call(ModuleList([ReLU(), Tanh()]))
+
+
+def test_sequential_is_a_module_list_with_a_forward():
+    model = Sequential(Linear(2, 3), ReLU())
+    model.append(Linear(3, 1))
+    assert isinstance(model, ModuleList) and len(model) == 3
+    assert isinstance(model[:2], Sequential) and model(tn.randn(4, 2)).shape == (4, 1)
+
+
+def test_named_modules_and_children_follow_pytorch():
+    net = Net()
+    assert [name for name, _ in net.named_modules()] == ["", "block", "block.linear", "head"]
+    assert [type(m).__name__ for m in net.children()] == ["Block", "Linear"]
+    assert [name for name, _ in net.named_children()] == ["block", "head"]
+    assert [type(m).__name__ for m in net.modules()] == ["Net", "Block", "Linear", "Linear"]
+
+
+def test_a_module_reachable_twice_is_listed_once():
+    shared = Linear(2, 2)
+    model = Sequential(shared, ReLU(), shared)
+    assert [name for name, _ in model.named_modules()] == ["", "0", "1"]
+    assert len(list(model.children())) == 2
+
+
+@pytest.mark.torch
+def test_named_modules_names_match_torch_for_the_same_model():
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(3, 1)))
+    ours = Sequential(Linear(2, 3), Sequential(ReLU(), Linear(3, 1)))
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
 
 
 # ---- moving and casting modules ----------------------------------------------------------------------------
@@ -232,6 +318,45 @@ def test_optimizers_match_torch_optim_over_five_steps(name, kwargs):
 def test_cross_entropy_of_uniform_logits_is_log_of_the_class_count():
     loss = tn.nn.cross_entropy(tn.zeros(4, 3), np.array([0, 1, 2, 0]))
     assert loss.item() == pytest.approx(math.log(3), rel=1e-15)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    ("input_shape", "target_shape"), [((5, 4), (5,)), ((4,), ()), ((3, 4, 2), (3, 2))], ids=["NC", "C", "NCd"]
+)
+def test_cross_entropy_matches_torch(backend, reduction, input_shape, target_shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(input_shape) * 3
+    labels = rng.integers(0, 4, target_shape)
+    x = tn.tensor(logits, requires_grad=True)
+    ours = tn.nn.functional.cross_entropy(x, labels, reduction=reduction)
+    tx = torch.tensor(logits, requires_grad=True)
+    theirs = torch.nn.functional.cross_entropy(tx, torch.tensor(labels), reduction=reduction)
+    dy = rng.standard_normal(ours.shape)
+    ours.backward(tn.tensor(dy))
+    theirs.backward(torch.tensor(dy))
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(tn.backend.to_numpy(x.grad), tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        (np.array([0, 3]), ValueError, r"cross_entropy: target 3 is out of bounds: classes are 0 to 2"),
+        (np.array([0.0, 1.0]), TypeError, r"cross_entropy: target must hold integer class indices, got dtype float64"),
+        (np.array([[0, 1]]), ValueError, r"cross_entropy: target must have shape \(2,\) .* got \(1, 2\)"),
+    ],
+)
+def test_cross_entropy_refuses_bad_targets(target, error, message):
+    with pytest.raises(error, match=message):
+        tn.nn.functional.cross_entropy(tn.zeros(2, 3), target)
+
+
+def test_cross_entropy_refuses_an_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"):
+        tn.nn.functional.cross_entropy(tn.zeros(2, 3), [0, 1], reduction="avg")
 
 
 def test_cross_entropy_passes_gradcheck(backend):

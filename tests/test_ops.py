@@ -7,9 +7,12 @@ the one unbroadcast every op uses, is pinned down with numbers at the end.
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -71,6 +74,8 @@ def shape_and_axis(draw: st.DrawFn) -> tuple[tuple[int, ...], int | tuple[int, .
 def test_reductions_pass_gradcheck_over_any_axes(backend, name, case, keepdims, seed):
     spec = OPS[name]
     shape, axis = case
+    reduced = range(len(shape)) if axis is None else (axis,) if isinstance(axis, int) else axis
+    assume(math.prod(shape[ax] for ax in reduced) >= spec.min_count)  # var and std need 2 values
     inputs = spec.inputs(np.random.default_rng(seed), (shape,))
     assert_gradcheck_both_modes(lambda a: spec.fn(a, axis=axis, keepdims=keepdims), inputs)
 
@@ -141,3 +146,127 @@ def test_sum_to_a_0d_shape_is_the_total(backend):
 def test_sum_to_the_same_shape_returns_the_gradient_itself(backend):
     grad = tn.backend.namespace().asarray(np.ones((2, 3)))
     assert tn.sum_to(grad, (2, 3)) is grad
+
+
+# ---- the ops PyTorch users reach for ----------------------------------------------------------------------
+TORCH_NAMED_OPS = ("relu", "sigmoid", "clamp", "softmax", "log_softmax", "min", "var", "std")
+SHAPE_OPS = ("unsqueeze", "squeeze", "flatten", "cat", "stack")
+
+
+def test_the_pytorch_named_ops_are_registered_so_every_test_above_and_the_cli_check_them():
+    assert set(TORCH_NAMED_OPS + SHAPE_OPS) <= set(OPS)
+
+
+def _torch_cases(torch):
+    """(ours, theirs) pairs of the same computation on a (3, 4, 5) input."""
+    return {
+        "relu": (lambda t: t.relu(), lambda t: t.relu()),
+        "sigmoid": (lambda t: t.sigmoid(), lambda t: t.sigmoid()),
+        "clamp": (lambda t: t.clamp(min=-0.5, max=0.7), lambda t: t.clamp(min=-0.5, max=0.7)),
+        "clamp_min_only": (lambda t: tn.clamp(t, min=0.1), lambda t: torch.clamp(t, min=0.1)),
+        "softmax_dim1": (lambda t: t.softmax(dim=1), lambda t: t.softmax(dim=1)),
+        "log_softmax_last": (lambda t: tn.log_softmax(t, -1), lambda t: torch.log_softmax(t, -1)),
+        "var_all": (lambda t: t.var(), lambda t: t.var()),
+        "var_dims_keepdim": (lambda t: t.var(dim=(0, 2), keepdim=True), lambda t: t.var(dim=(0, 2), keepdim=True)),
+        "var_biased": (lambda t: t.var(1, unbiased=False), lambda t: t.var(1, unbiased=False)),
+        "var_correction_2": (lambda t: t.var(axis=-1, correction=2), lambda t: t.var(dim=-1, correction=2)),
+        "std_all": (lambda t: t.std(), lambda t: t.std()),
+        "std_dim0": (lambda t: tn.std(t, dim=0), lambda t: torch.std(t, dim=0)),
+        "min_all": (lambda t: t.min(), lambda t: t.min()),
+        "min_dim": (lambda t: t.min(dim=1, keepdim=True), lambda t: t.amin(dim=1, keepdim=True)),
+        "max_dim": (lambda t: t.max(dim=2), lambda t: t.amax(dim=2)),
+        "sum_dim": (lambda t: t.sum(dim=1, keepdim=True), lambda t: t.sum(dim=1, keepdim=True)),
+        "mean_dims": (lambda t: t.mean(dim=(0, 1)), lambda t: t.mean(dim=(0, 1))),
+        "unsqueeze": (lambda t: t.unsqueeze(-2), lambda t: t.unsqueeze(-2)),
+        "squeeze_all": (lambda t: t.unsqueeze(1).squeeze(), lambda t: t.unsqueeze(1).squeeze()),
+        "squeeze_keeps_other_sizes": (lambda t: t.squeeze(0), lambda t: t.squeeze(0)),
+        "flatten_from_1": (lambda t: t.flatten(1), lambda t: t.flatten(1)),
+        "flatten_0_to_1": (lambda t: t.flatten(0, 1), lambda t: t.flatten(0, 1)),
+        "cat_unequal_lengths": (
+            lambda t: tn.cat([t, t[:, :2] * 2.0], dim=1),
+            lambda t: torch.cat([t, t[:, :2] * 2.0], dim=1),
+        ),
+        "stack_last": (lambda t: tn.stack([t, t.exp()], dim=-1), lambda t: torch.stack([t, t.exp()], dim=-1)),
+    }
+
+
+@pytest.mark.torch
+def test_the_new_ops_match_torch_forward_and_backward():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((3, 4, 5))
+    for name, (ours, theirs) in _torch_cases(torch).items():
+        x = tn.tensor(values, requires_grad=True)
+        tx = torch.tensor(values, requires_grad=True)
+        y, ty = ours(x), theirs(tx)
+        assert y.shape == tuple(ty.shape), name
+        dy = rng.standard_normal(y.shape)
+        y.backward(dy)
+        ty.backward(torch.tensor(dy))
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.torch
+def test_maximum_splits_the_gradient_of_ties_in_half_as_torch_does(backend):
+    # The documented tie rule: where a == b each side gets half; elsewhere the larger side all of it.
+    a = tn.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = tn.tensor([1.0, 0.0, 5.0], requires_grad=True)
+    tn.maximum(a, b).backward(tn.tensor([10.0, 10.0, 10.0]))
+    np.testing.assert_array_equal(tn.backend.to_numpy(a.grad), [5.0, 10.0, 0.0])
+    np.testing.assert_array_equal(tn.backend.to_numpy(b.grad), [5.0, 0.0, 10.0])
+    torch = pytest.importorskip("torch")
+    ta = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    tb = torch.tensor([1.0, 0.0, 5.0], requires_grad=True)
+    torch.maximum(ta, tb).backward(torch.tensor([10.0, 10.0, 10.0]))
+    assert ta.grad.tolist() == [5.0, 10.0, 0.0] and tb.grad.tolist() == [5.0, 0.0, 10.0]
+
+
+def test_min_over_an_axis_shares_ties_as_max_does(backend):
+    x = tn.tensor([[2.0, 1.0, 1.0]], requires_grad=True)
+    x.min(axis=1).backward(tn.tensor([6.0]))
+    np.testing.assert_array_equal(tn.backend.to_numpy(x.grad), [[0.0, 3.0, 3.0]])
+
+
+def test_sigmoid_softmax_and_log_softmax_do_not_overflow_on_large_inputs(backend):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would warn
+        big = tn.tensor([[1000.0, 0.0, -1000.0]], requires_grad=True)
+        np.testing.assert_array_equal(tn.sigmoid(big).numpy(), [[1.0, 0.5, 0.0]])
+        np.testing.assert_array_equal(tn.softmax(big).numpy(), [[1.0, 0.0, 0.0]])
+        np.testing.assert_array_equal(tn.log_softmax(big).numpy(), [[0.0, -1000.0, -2000.0]])
+        tn.log_softmax(big).backward(tn.tensor([[1.0, 2.0, 3.0]]))
+        np.testing.assert_allclose(tn.backend.to_numpy(big.grad), [[1.0 - 6.0, 2.0, 3.0]], rtol=1e-15)
+
+
+def test_var_with_no_degrees_of_freedom_warns_and_gives_nan_as_torch(backend):
+    with pytest.warns(RuntimeWarning, match=r"var: 1 value\(s\) per result and correction=1.0 leave no degrees"):
+        result = tn.tensor([[1.0], [2.0]]).var(axis=1)
+    assert np.isnan(result.numpy()).all()
+    np.testing.assert_array_equal(tn.tensor([[1.0], [2.0]]).var(axis=1, correction=0).numpy(), [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda t: t.sum(axis=0, dim=1), TypeError, r"sum: got both axis=0 and dim=1; pass one of them"),
+        (lambda t: t.mean(keepdims=True, keepdim=False), TypeError, r"mean: got both keepdims=True and keepdim=False"),
+        (lambda t: t.var(correction=1, unbiased=True), TypeError, r"var: got both correction=1 and unbiased=True"),
+        (lambda t: t.std(correction="1"), TypeError, r"std: correction must be a finite number"),
+        (lambda t: t.max(tn.ones(3)), TypeError, r"axis: expected an int, .* got Tensor \(.*is tn.maximum\)"),
+        (lambda t: t.sum(axis=1.0), TypeError, r"axis: expected an int, a tuple of ints or None, got float"),
+        (lambda t: t.softmax(dim=(0, 1)), TypeError, r"softmax: axis \(dim\) must be one int, got tuple"),
+        (lambda t: t.clamp(), ValueError, r"clamp: at least one of min and max must be a number"),
+        (lambda t: t.clamp(min=tn.zeros(3)), TypeError, r"clamp: min must be a Python number or None, got Tensor"),
+        (lambda t: t.unsqueeze(3), ValueError, r"unsqueeze: dim must be an int in \[-3, 2\], got 3"),
+        (lambda t: t.flatten(1, 0), ValueError, r"flatten: start_dim 1 comes after end_dim 0"),
+        (lambda t: tn.cat([t, tn.ones(3, 2)]), ValueError, r"cat: tensors\[1\] has shape \(3, 2\); along axis 0"),
+        (lambda t: tn.cat(t), TypeError, r"cat: tensors must be a non-empty list or tuple of tn.Tensors, got Tensor"),
+        (lambda t: tn.cat([t, np.ones((2, 3))]), TypeError, r"cat: tensors\[1\] must be a tn.Tensor, got ndarray"),
+        (lambda t: tn.cat([t.sum(), t.sum()]), ValueError, r"cat: 0-d tensors have no axis to join along"),
+        (lambda t: tn.stack([t, tn.ones(3, 2)]), ValueError, r"stack: tensors\[1\] has shape \(3, 2\), tensors\[0\]"),
+    ],
+)
+def test_bad_arguments_to_the_new_ops_name_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call(tn.ones(2, 3))

@@ -10,9 +10,18 @@ backend arrays (never on Tensors):
   ``grad`` in place: the same array may be the caller's, or feed other nodes.
 
 ``MyFn.apply(*tensors, **kwargs)`` runs the forward and, when a gradient is wanted,
-links the output to its inputs. ``Tensor.backward()`` then visits that graph in
-reverse topological order, calling each backward once. This is PyTorch's
-``torch.autograd.Function`` shape; norms use it to plug in hand-derived backwards.
+links the output to its inputs, noting the version (the count of in-place writes, see
+``tensor.py``) of each input, and of the output, whose very array the forward saved.
+``Tensor.backward()`` then visits that graph in reverse topological order, calling
+each backward once. This is PyTorch's ``torch.autograd.Function`` shape; norms use it
+to plug in hand-derived backwards.
+
+Before a node's backward runs, those versions are compared: if a saved tensor was
+written in place since the forward, the backward would compute the gradient of values
+that are no longer there, so it raises PyTorch's ``RuntimeError`` instead. A version is
+noted only for the arrays a forward saves as they were given to it (not for views or
+copies of them it makes itself). What ``backward`` returns is checked too: one backend
+array (not a Tensor) of the input's shape, or ``None``, per input.
 
 Backward twice: like PyTorch, the graph is freed by a backward pass (the saved
 arrays are released); a second ``backward()`` through it raises a ``RuntimeError``
@@ -25,6 +34,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from . import backend
 from .tensor import Tensor
@@ -53,6 +64,7 @@ class Context:
     def __init__(self, needs_input_grad: tuple[bool, ...]) -> None:
         self.needs_input_grad = needs_input_grad
         self.saved_tensors: tuple[Any, ...] = ()
+        self.saved_versions: dict[int, int] = {}  # position among (*inputs, output) -> its version
 
     def save_for_backward(self, *arrays: Any) -> None:
         self.saved_tensors = arrays
@@ -60,7 +72,13 @@ class Context:
 
 class Function:
     """Base class of every differentiable operation. Subclass and define the two
-    static methods ``forward(ctx, *arrays, **kwargs)`` and ``backward(ctx, grad)``."""
+    static methods ``forward(ctx, *arrays, **kwargs)`` and ``backward(ctx, grad)``.
+
+    A Function whose output is a view of its first input's memory (reshape, slicing)
+    sets ``returns_view = True``: the two tensors then share one version counter, so
+    a write through either is seen by whatever saved the other."""
+
+    returns_view = False
 
     @staticmethod
     def forward(ctx: Context, *arrays: Any, **kwargs: Any) -> Any:
@@ -82,9 +100,16 @@ class Function:
         ctx = Context(needs)
         arrays = [None if t is None else t.data for t in inputs]
         out = Tensor(cls.forward(ctx, *arrays, **kwargs))
+        if cls.returns_view:
+            out._version = inputs[0]._version
         if record:
             out.requires_grad = True
             out._fn, out._ctx, out._parents = cls, ctx, inputs
+            saved = {id(a) for item in ctx.saved_tensors for a in (item if isinstance(item, tuple) else (item,))}
+            tensors = (*inputs, out)
+            ctx.saved_versions = {
+                i: t._version[0] for i, t in enumerate(tensors) if t is not None and id(t.data) in saved
+            }
         return out
 
 
@@ -123,8 +148,11 @@ def topological_order(root: Tensor) -> list[Tensor]:
 
 def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
     """Propagate ``grad`` (dL/d root) to every leaf that requires grad."""
+    order = topological_order(root)
+    for node in order:  # all checked before any .grad changes
+        _check_saved_unchanged(node)
     grads: dict[int, Any] = {id(root): grad}
-    for node in reversed(topological_order(root)):
+    for node in reversed(order):
         g = grads.pop(id(node), None)
         if g is None:
             continue
@@ -137,26 +165,46 @@ def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 f"backward through {node._fn.__name__} a second time: the graph was freed by "
                 "the first backward(). Pass retain_graph=True to the first call to keep it."
             )
+        name = node._fn.__name__
         input_grads = node._fn.backward(node._ctx, g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         if len(input_grads) != len(node._parents):
-            raise RuntimeError(
-                f"{node._fn.__name__}.backward returned {len(input_grads)} gradients for {len(node._parents)} inputs"
-            )
-        for parent, pg in zip(node._parents, input_grads):
+            raise RuntimeError(f"{name}.backward returned {len(input_grads)} gradients for {len(node._parents)} inputs")
+        for i, (parent, pg) in enumerate(zip(node._parents, input_grads)):
             if parent is None or not parent.requires_grad or pg is None:
                 continue
+            if backend.backend_of_or_none(pg) != parent.backend:
+                raise TypeError(
+                    f"{name}.backward returned a {type(pg).__name__} as the gradient of input {i}; expected a "
+                    f"{parent.backend} array (a backward works on raw arrays: return t.data, not a tn.Tensor)"
+                )
             if tuple(pg.shape) != parent.shape:
                 raise RuntimeError(
-                    f"{node._fn.__name__}.backward returned a gradient of shape "
-                    f"{tuple(pg.shape)} for an input of shape {parent.shape}"
+                    f"{name}.backward returned a gradient of shape {tuple(pg.shape)} for an input of shape "
+                    f"{parent.shape} (input {i})"
                 )
             key = id(parent)
             grads[key] = pg if key not in grads else grads[key] + pg
         if not retain_graph:  # free the saved arrays, as PyTorch does
             node._ctx = None
             node._parents = ()
+
+
+def _check_saved_unchanged(node: Tensor) -> None:
+    """Refuse to backpropagate through data written in place after the forward saved it."""
+    if node._ctx is None:  # a leaf, or a node already freed (backward reports that)
+        return
+    tensors = (*node._parents, node)
+    for i, version in node._ctx.saved_versions.items():
+        now = tensors[i]._version[0]
+        if now != version:
+            which = "its output" if i == len(node._parents) else f"its input {i}"
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: {which} (shape {tensors[i].shape}), saved by {node._fn.__name__}, is at version "
+                f"{now}; expected version {version} instead. Do the in-place write after backward(), or on a copy"
+            )
 
 
 def as_backend_grad(root: Tensor, grad: Any) -> Any:
@@ -174,7 +222,10 @@ def as_backend_grad(root: Tensor, grad: Any) -> Any:
             raise TypeError(f"backward: grad lives on backend {grad.backend!r}, the output on {root.backend!r}")
         grad = grad.data
     elif backend.backend_of_or_none(grad) != root.backend:
-        grad = root.xp.asarray(backend.to_numpy(grad) if backend.backend_of_or_none(grad) else grad)
+        host = np.asarray(backend.to_numpy(grad) if backend.backend_of_or_none(grad) else grad)
+        grad = root.xp.asarray(host) if host.dtype.kind == "f" else host
+    if not backend.is_floating(grad.dtype, backend.namespace(backend.backend_of(grad))):
+        raise TypeError(f"backward: grad must have a real floating dtype (float16, float32, float64), got {grad.dtype}")
     if tuple(grad.shape) != root.shape:
         raise ValueError(f"backward: grad must have the output's shape {root.shape}, got {tuple(grad.shape)}")
     # No copy when the dtype already matches: a backward never writes into its upstream

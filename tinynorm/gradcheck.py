@@ -26,6 +26,8 @@ gradient exactly zero and would hide any bug in ``dx``.
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,23 +53,37 @@ class GradcheckWarning(UserWarning):
 
 @dataclass
 class GradcheckFailure:
-    """The worst disagreement found for one input in one check."""
+    """The worst disagreement found for one input in one check.
+
+    ``index`` is the element of the input, in the input's own shape; a Jacobian entry
+    is d output[``output_index``] / d input[``index``], ``output_index`` in the output's
+    shape (``None`` for the checks that have no single output element)."""
 
     input: str  # "input 0", or a module parameter's name such as "weight"
     check: str  # "jacobian", "random upstream", "projection" or "zero upstream"
-    index: tuple[int, ...]  # element of the input (Jacobian: output index + input index)
+    index: tuple[int, ...]  # element of the input, in its shape (() for 0-d, or for "projection")
     analytical: float
     numerical: float
     abs_error: float
     rel_error: float
+    output_index: tuple[int, ...] | None = None  # Jacobian only: the output element, in its shape
 
     def __str__(self) -> str:
-        where = f" at element {self.index}" if self.index else ""
+        element = f"{self.input}{_brackets(self.index)}"
+        if self.output_index is not None:
+            where = f" at output{_brackets(self.output_index)} w.r.t. {element}"
+        else:
+            where = f" at {element}" if self.index else ""
         return (
             f"{self.input!r}, {self.check} check{where}: analytical {self.analytical:.6g} vs "
             f"numerical {self.numerical:.6g} (abs error {self.abs_error:.3g}, "
             f"rel error {self.rel_error:.3g})"
         )
+
+
+def _brackets(index: tuple[int, ...]) -> str:
+    """``(1, 0)`` -> ``"[1, 0]"``; a 0-d tensor's element has no index: ``""``."""
+    return "[" + ", ".join(str(i) for i in index) + "]" if index else ""
 
 
 @dataclass
@@ -149,6 +165,7 @@ def _directional(fn: Callable[..., Tensor], inputs: Any, t: Tensor, direction: n
 def numerical_jacobian(fn: Callable[..., Tensor], inputs: Any, eps: float = 1e-6) -> list[np.ndarray]:
     """Jacobians d out / d t by central differences, one ``(out.size, t.size)`` matrix per
     checked tensor, built column by column."""
+    eps = _check_step("eps", eps, zero_allowed=False)
     out_size = _forward_host(fn, inputs).size
     jacobians = []
     for _, t in checked_tensors(fn, inputs):
@@ -206,28 +223,51 @@ def _compare(
     atol: float,
     rtol: float,
     shape: tuple[int, ...],
+    out_shape: tuple[int, ...] | None = None,
 ) -> tuple[float, float, GradcheckFailure | None]:
+    """Compare elementwise. ``shape`` is the input's; a Jacobian (``out.size``, ``t.size``) also
+    gives ``out_shape``, so that its worst entry is named by an output and an input element."""
     err = np.abs(analytical - numerical)
     # Relative to |numerical|, floored at atol so that entries that should be 0 do not
-    # report astronomic relative errors from round-off.
-    rel = err / np.maximum(np.abs(numerical), atol)
+    # report astronomic relative errors from round-off (and at the smallest float when atol is 0).
+    rel = err / np.maximum(np.abs(numerical), atol or np.finfo(np.float64).tiny)
     bad = ~(err <= atol + rtol * np.abs(numerical))  # NaN counts as bad
     max_abs = float(np.nanmax(err)) if err.size else 0.0
     max_rel = float(np.nanmax(rel)) if err.size else 0.0
     if not bad.any():
         return max_abs, max_rel, None
     worst = int(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf), -1.0)))
-    index = tuple(int(i) for i in np.unravel_index(worst, shape)) if shape else ()
+    output_index = None
+    element = worst
+    if out_shape is not None:  # row: flat output element; column: flat input element
+        row, element = divmod(worst, analytical.shape[1])
+        output_index = _unravel(row, out_shape)
     failure = GradcheckFailure(
         name,
         check,
-        index,
+        _unravel(element, shape),
         float(analytical.ravel()[worst]),
         float(numerical.ravel()[worst]),
         float(err.ravel()[worst]),
         float(rel.ravel()[worst]),
+        output_index,
     )
     return max_abs, max_rel, failure
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _check_step(name: str, value: Any, *, zero_allowed: bool) -> float:
+    """eps must be a positive finite number; atol and rtol finite and >= 0."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"gradcheck: {name} must be a real number, got {type(value).__name__} {value!r}")
+    bound = ">= 0" if zero_allowed else "> 0"
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+        why = " (the finite-difference step)" if name == "eps" else ""
+        raise ValueError(f"gradcheck: {name} must be a finite number {bound}{why}, got {value!r}")
+    return float(value)
 
 
 def gradcheck(
@@ -251,9 +291,10 @@ def gradcheck(
     inputs
         A Tensor or a tuple of arguments; Tensors with ``requires_grad`` are checked.
     eps
-        Finite-difference step.
+        Finite-difference step: a finite number > 0.
     atol, rtol
-        An element passes when ``|analytical - numerical| <= atol + rtol * |numerical|``.
+        An element passes when ``|analytical - numerical| <= atol + rtol * |numerical|``;
+        finite numbers >= 0.
     fast
         Check one random projection ``v^T J u`` per input instead of the whole Jacobian.
     seed
@@ -266,6 +307,9 @@ def gradcheck(
     ``True`` when it passes and ``raise_exception`` is set; otherwise a
     ``GradcheckResult`` (truthy when it passed) carrying the errors measured.
     """
+    eps = _check_step("eps", eps, zero_allowed=False)
+    atol = _check_step("atol", atol, zero_allowed=True)
+    rtol = _check_step("rtol", rtol, zero_allowed=True)
     targets = checked_tensors(fn, inputs)
     if not targets:
         raise ValueError("gradcheck: no input or parameter requires grad, so there is nothing to check")
@@ -280,11 +324,11 @@ def gradcheck(
     rng = np.random.default_rng(seed)
     out_shape = _forward_host(fn, inputs).shape
     v = rng.standard_normal(out_shape)
-    comparisons: list[tuple[str, str, np.ndarray, np.ndarray, tuple[int, ...]]] = []
+    comparisons: list[tuple[str, str, np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...] | None]] = []
 
     # A zero upstream gradient must give zero gradients.
     for (name, t), g in zip(targets, _vjp(fn, inputs, [np.zeros(out_shape)])[0]):
-        comparisons.append((name, "zero upstream", g, np.zeros(t.shape), t.shape))
+        comparisons.append((name, "zero upstream", g, np.zeros(t.shape), t.shape, None))
 
     (grads_v,) = _vjp(fn, inputs, [v])
     if fast:
@@ -292,17 +336,17 @@ def gradcheck(
             u = rng.standard_normal(t.shape)
             u /= np.linalg.norm(u) or 1.0
             numerical = np.sum(v * _directional(fn, inputs, t, u, eps))
-            comparisons.append((name, "projection", np.array(np.sum(g * u)), np.array(numerical), ()))
+            comparisons.append((name, "projection", np.array(np.sum(g * u)), np.array(numerical), (), None))
     else:
         numerical_jacs = numerical_jacobian(fn, inputs, eps)
         analytical_jacs = analytical_jacobian(fn, inputs)
         for (name, t), g, num, ana in zip(targets, grads_v, numerical_jacs, analytical_jacs):
-            comparisons.append((name, "jacobian", ana, num, (num.shape[0],) + (t.size,)))
-            comparisons.append((name, "random upstream", g, (v.ravel() @ num).reshape(t.shape), t.shape))
+            comparisons.append((name, "jacobian", ana, num, t.shape, out_shape))
+            comparisons.append((name, "random upstream", g, (v.ravel() @ num).reshape(t.shape), t.shape, None))
 
     result = GradcheckResult(passed=True, mode="fast" if fast else "full", atol=atol, rtol=rtol)
-    for name, check, analytical, numerical, shape in comparisons:
-        max_abs, max_rel, failure = _compare(name, check, analytical, numerical, atol, rtol, shape)
+    for name, check, analytical, numerical, shape, jacobian_out_shape in comparisons:
+        max_abs, max_rel, failure = _compare(name, check, analytical, numerical, atol, rtol, shape, jacobian_out_shape)
         result.max_abs_error = max(result.max_abs_error, max_abs)
         result.max_rel_error = max(result.max_rel_error, max_rel)
         result.max_error_ratio = max(result.max_error_ratio, _error_ratio(analytical, numerical, atol, rtol))

@@ -5,18 +5,28 @@ norm's gradient independently of its hand-written backward. The rule that makes
 broadcasting work: when a forward broadcast an input to a bigger shape, the
 input's gradient is the output's gradient summed back to the input's shape, by
 ``sum_to``, the one unbroadcast every op here uses.
+
+Where tinynorm's names differ from PyTorch's: reductions take NumPy's ``axis=`` and
+``keepdims=`` and PyTorch's ``dim=`` and ``keepdim=`` alike (one spelling per call);
+``max`` and ``min`` over an axis return the values only (``torch.amax``), not
+``torch.max``'s (values, indices) pair; and a tensor's ``.grad`` is a backend array
+(NumPy, CuPy...), not a Tensor.
 """
 
 from __future__ import annotations
 
 import builtins
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import backend
 from .autograd import Context, Function
-from .tensor import Tensor
+from .tensor import Tensor, tensor
 
 Axis = int | tuple[int, ...] | None
 
@@ -43,12 +53,20 @@ def sum_to(grad: Any, shape: tuple[int, ...]) -> Any:
 
 
 def _lift(value: Any, like: Tensor) -> Tensor:
-    """Turn a Python number into a 0-d tensor of ``like``'s dtype and backend."""
+    """Turn a Python number into a 0-d tensor of ``like``'s dtype and backend, and an array of
+    ``like``'s backend (``ndarray + t``) into a constant tensor of its own dtype."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (int, float)):
         return Tensor(like.xp.asarray(value, dtype=like.dtype))
-    raise TypeError(f"expected a tn.Tensor or a Python number, got {type(value).__name__}")
+    if backend.backend_of_or_none(value) == like.backend:
+        return tensor(value, backend_name=like.backend)  # a copy: the caller may change the array before backward
+    other = backend.backend_of_or_none(value)
+    raise TypeError(
+        f"expected a tn.Tensor or a Python number, got {type(value).__name__}"
+        + (f" of backend {other!r}" if other else "")
+        + f" (an array of the tensor's own backend, {like.backend}, works too)"
+    )
 
 
 def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
@@ -248,7 +266,9 @@ class Abs(Function):
 
 
 class Maximum(Function):
-    """Elementwise ``max(a, b)``; where they tie, each side gets half the gradient (as PyTorch)."""
+    """Elementwise ``max(a, b)``. The gradient goes to the larger side; where ``a == b`` each side
+    gets half of it (PyTorch's rule for ``torch.maximum``), so that the two shares still add up to
+    the whole. ``relu`` has its own primitive, ``ReLU``, whose gradient at 0 is 0, not one half."""
 
     @staticmethod
     def forward(ctx: Context, a: Any, b: Any) -> Any:
@@ -261,6 +281,107 @@ class Maximum(Function):
         xp = namespace_of(a)
         share_a = xp.astype(a > b, grad.dtype) + 0.5 * xp.astype(a == b, grad.dtype)
         return sum_to(grad * share_a, a.shape), sum_to(grad * (1 - share_a), b.shape)
+
+
+class ReLU(Function):
+    """``max(a, 0)``. Its derivative is 1 for ``a > 0`` and 0 for ``a < 0``; at exactly 0 it is
+    taken as 0, as PyTorch, micrograd and MiniTorch take it (``maximum(a, 0)`` would give 1/2)."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        xp = namespace_of(a)
+        out = xp.maximum(a, xp.zeros_like(a))  # maximum, not where(a > 0, ...): NaN stays NaN
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (out,) = ctx.saved_tensors
+        xp = namespace_of(out)
+        return xp.where(out > 0, grad, xp.zeros_like(grad))
+
+
+class Sigmoid(Function):
+    """``1 / (1 + exp(-a))``; d/da = out (1 - out).
+
+    Computed from ``e = exp(-|a|)``, never above 1: ``1 / (1 + e)`` for ``a >= 0`` and
+    ``e / (1 + e)`` for ``a < 0``, so no exp overflows, whatever the sign of ``a``."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        xp = namespace_of(a)
+        e = xp.exp(-xp.abs(a))
+        out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (out,) = ctx.saved_tensors
+        return grad * out * (1 - out)
+
+
+class Clamp(Function):
+    """``min(max(a, low), high)``, either bound ``None`` for none. The gradient passes where
+    ``low <= a <= high`` (bounds included, as ``torch.clamp``) and is 0 elsewhere."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any, low: float | None, high: float | None) -> Any:
+        ctx.save_for_backward(a, low, high)
+        return namespace_of(a).clip(a, low, high)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        a, low, high = ctx.saved_tensors
+        xp = namespace_of(a)
+        inside = xp.ones_like(a, dtype=xp.bool)
+        if low is not None:
+            inside = inside & (a >= low)
+        if high is not None:
+            inside = inside & (a <= high)
+        return xp.where(inside, grad, xp.zeros_like(grad))
+
+
+class Softmax(Function):
+    """``exp(a) / sum(exp(a))`` along one axis, computed as ``exp(a - max)`` over its sum: the
+    shift cancels in the ratio and keeps every exp at most 1, so large inputs do not overflow.
+
+    Backward: with ``out`` the softmax and ``g`` the upstream gradient,
+    ``da = out * (g - sum(g * out))``, the sum along the same axis."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any, axis: tuple[int, ...]) -> Any:
+        xp = namespace_of(a)
+        e = xp.exp(a - xp.max(a, axis=axis, keepdims=True))
+        out = e / xp.sum(e, axis=axis, keepdims=True)
+        ctx.save_for_backward(out, axis)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        out, axis = ctx.saved_tensors
+        return out * (grad - namespace_of(out).sum(grad * out, axis=axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """``a - log(sum(exp(a)))`` along one axis, as ``(a - max) - log(sum(exp(a - max)))``: stable,
+    and more accurate than ``log(softmax(a))``, which gives -inf once a softmax underflows to 0.
+
+    Backward: ``da = g - softmax(a) * sum(g)``, with ``softmax(a) = exp(out)``."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any, axis: tuple[int, ...]) -> Any:
+        xp = namespace_of(a)
+        shifted = a - xp.max(a, axis=axis, keepdims=True)
+        out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+        ctx.save_for_backward(out, axis)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        out, axis = ctx.saved_tensors
+        xp = namespace_of(out)
+        return grad - xp.exp(out) * xp.sum(grad, axis=axis, keepdims=True)
 
 
 class Where(Function):
@@ -300,7 +421,10 @@ class Cast(Function):
 def _normalize_axis(axis: Axis, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis) if isinstance(axis, (tuple, list)) else None
+    if axes is None or not builtins.all(isinstance(ax, (int, np.integer)) for ax in axes):
+        hint = " (the elementwise maximum of two tensors is tn.maximum)" if isinstance(axis, Tensor) else ""
+        raise TypeError(f"axis: expected an int, a tuple of ints or None, got {type(axis).__name__}{hint}")
     for ax in axes:
         if not -builtins.max(ndim, 1) <= ax < builtins.max(ndim, 1):
             raise ValueError(f"axis: expected values in [-{ndim}, {ndim}), got {axis}")
@@ -370,6 +494,8 @@ def _reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, 
 
 # ---- shape operations -----------------------------------------------------------------
 class Reshape(Function):
+    returns_view = True
+
     @staticmethod
     def forward(ctx: Context, a: Any, shape: tuple[int, ...]) -> Any:
         ctx.save_for_backward(tuple(a.shape))
@@ -382,6 +508,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    returns_view = True
+
     @staticmethod
     def forward(ctx: Context, a: Any, axes: tuple[int, ...]) -> Any:
         ctx.save_for_backward(axes)
@@ -395,6 +523,8 @@ class Permute(Function):
 
 
 class BroadcastTo(Function):
+    returns_view = True
+
     @staticmethod
     def forward(ctx: Context, a: Any, shape: tuple[int, ...]) -> Any:
         ctx.save_for_backward(tuple(a.shape))
@@ -409,6 +539,8 @@ class BroadcastTo(Function):
 class GetItem(Function):
     """Basic slicing (ints, slices, ``...``, ``None``); the gradient is scattered back."""
 
+    returns_view = True
+
     @staticmethod
     def forward(ctx: Context, a: Any, index: Any) -> Any:
         ctx.save_for_backward(tuple(a.shape), a.dtype, index)
@@ -420,6 +552,29 @@ class GetItem(Function):
         full = namespace_of(grad).zeros(shape, dtype=dtype)
         full[index] = grad  # basic slicing never selects an element twice
         return full
+
+
+class Cat(Function):
+    """Join arrays along an existing axis; each input's gradient is its own slice of the output's,
+    cast back to its dtype (the output has the promoted one)."""
+
+    @staticmethod
+    def forward(ctx: Context, *arrays: Any, axis: int) -> Any:
+        ctx.save_for_backward(tuple(a.shape[axis] for a in arrays), tuple(a.dtype for a in arrays), axis)
+        xp = namespace_of(arrays[0])
+        join = getattr(xp, "concat", None) or xp.concatenate  # CuPy has only NumPy's older name
+        return join(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any, ...]:
+        lengths, dtypes, axis = ctx.saved_tensors
+        xp = namespace_of(grad)
+        grads, start = [], 0
+        for length, dtype in zip(lengths, dtypes):
+            part = grad[(slice(None),) * axis + (slice(start, start + length), ...)]
+            grads.append(xp.astype(part, dtype, copy=False))
+            start += length
+        return tuple(grads)
 
 
 # ---- the functional API -------------------------------------------------------------------
@@ -457,7 +612,8 @@ def neg(a: Tensor) -> Tensor:
     return Neg.apply(a)
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
+def matmul(a: Any, b: Any) -> Tensor:
+    a, b = _pair(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have at least 1 dimension, got {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
@@ -486,13 +642,55 @@ def abs(a: Tensor) -> Tensor:  # noqa: A001
 
 
 def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise maximum, broadcasting. Ties (``a == b``) give each side half the gradient, as
+    ``torch.maximum``; see ``Maximum``."""
     a, b = _pair(a, b)
     _check_broadcast("maximum", a, b)
     return Maximum.apply(a, b)
 
 
 def relu(a: Tensor) -> Tensor:
-    return maximum(a, 0.0)
+    """``max(a, 0)``, with gradient 0 at exactly 0 (PyTorch's choice; see ``ReLU``)."""
+    return ReLU.apply(a)
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    """The logistic function ``1 / (1 + exp(-a))``, computed without overflow (see ``Sigmoid``)."""
+    return Sigmoid.apply(a)
+
+
+def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002 (torch's names)
+    """Limit ``a`` to ``[min, max]`` (``torch.clamp``; either bound may be ``None``). The bounds are
+    Python numbers; PyTorch's tensor bounds are not supported (use ``tn.maximum`` or ``tn.where``).
+    ``min > max`` gives ``max`` everywhere, as in PyTorch."""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be a number, got both None")
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None and (not isinstance(bound, numbers.Real) or isinstance(bound, bool)):
+            raise TypeError(f"clamp: {name} must be a Python number or None, got {type(bound).__name__}")
+    low = None if min is None else float(min)
+    high = None if max is None else float(max)
+    return Clamp.apply(a, low=low, high=high)
+
+
+def _one_axis(op: str, axis: int | None, dim: int | None, ndim: int, default: int = -1) -> tuple[int, ...]:
+    """A single axis, given as NumPy's ``axis=`` or PyTorch's ``dim=``, normalized."""
+    axis = _either(op, "axis", axis, "dim", dim, default=default)
+    if not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis (dim) must be one int, got {type(axis).__name__}")
+    return _normalize_axis(int(axis), ndim)
+
+
+def softmax(a: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    """Softmax along ``axis`` (or ``dim``; the last axis by default), stable for large inputs
+    (see ``Softmax``). PyTorch requires ``dim``; here it defaults to -1."""
+    return Softmax.apply(a, axis=_one_axis("softmax", axis, dim, a.ndim))
+
+
+def log_softmax(a: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    """``log(softmax(a))`` along ``axis`` (or ``dim``; the last by default), computed stably (see
+    ``LogSoftmax``)."""
+    return LogSoftmax.apply(a, axis=_one_axis("log_softmax", axis, dim, a.ndim))
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
@@ -507,16 +705,131 @@ def cast(a: Tensor, dtype: Any) -> Tensor:
     return Cast.apply(a, dtype=backend.resolve_dtype(dtype, a.xp))
 
 
-def sum(a: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def _either(op: str, name: str, value: Any, torch_name: str, torch_value: Any, default: Any) -> Any:
+    """One argument under its NumPy name or its PyTorch name (``axis``/``dim``), not both."""
+    if torch_value is None:
+        return default if value is None else value
+    if value is not None:
+        raise TypeError(f"{op}: got both {name}={value!r} and {torch_name}={torch_value!r}; pass one of them")
+    return torch_value
+
+
+def _reduction_args(op: str, axis: Axis, keepdims: bool | None, dim: Axis, keepdim: bool | None) -> tuple[Axis, bool]:
+    axis = _either(op, "axis", axis, "dim", dim, default=None)
+    keepdims = _either(op, "keepdims", keepdims or None, "keepdim", keepdim, default=False)
+    return axis, bool(keepdims)
+
+
+def sum(  # noqa: A001
+    a: Tensor, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None, keepdim: bool | None = None
+) -> Tensor:
+    """Sum over ``axis`` (every axis by default). ``dim``/``keepdim`` are PyTorch's names for
+    ``axis``/``keepdims``."""
+    axis, keepdims = _reduction_args("sum", axis, keepdims, dim, keepdim)
     return Sum.apply(a, axis=axis, keepdims=keepdims)
 
 
-def mean(a: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+def mean(
+    a: Tensor, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None, keepdim: bool | None = None
+) -> Tensor:
+    """Mean over ``axis`` (every axis by default); ``dim``/``keepdim`` as PyTorch spells them."""
+    axis, keepdims = _reduction_args("mean", axis, keepdims, dim, keepdim)
     return Mean.apply(a, axis=axis, keepdims=keepdims)
 
 
-def max(a: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def max(  # noqa: A001
+    a: Tensor, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None, keepdim: bool | None = None
+) -> Tensor:
+    """Maximum over ``axis`` (every axis by default); ties share the gradient equally.
+
+    Returns the values only, as ``torch.amax``: ``torch.max(x, dim)`` also returns the
+    indices. The elementwise maximum of two tensors is ``maximum``."""
+    axis, keepdims = _reduction_args("max", axis, keepdims, dim, keepdim)
     return Max.apply(a, axis=axis, keepdims=keepdims)
+
+
+def min(  # noqa: A001
+    a: Tensor, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None, keepdim: bool | None = None
+) -> Tensor:
+    """Minimum over ``axis``, composed as ``-max(-a)`` (so ties share the gradient as in ``max``);
+    values only, as ``torch.amin``."""
+    axis, keepdims = _reduction_args("min", axis, keepdims, dim, keepdim)
+    return neg(Max.apply(neg(a), axis=axis, keepdims=keepdims))
+
+
+def _correction(op: str, correction: float | None, unbiased: bool | None) -> float:
+    if unbiased is not None:
+        if correction is not None:
+            raise TypeError(f"{op}: got both correction={correction!r} and unbiased={unbiased!r}; pass one of them")
+        if not isinstance(unbiased, bool):
+            raise TypeError(f"{op}: unbiased must be True or False, got {unbiased!r}")
+        return 1.0 if unbiased else 0.0
+    if correction is None:
+        return 1.0
+    if not isinstance(correction, numbers.Real) or isinstance(correction, bool) or not math.isfinite(correction):
+        raise TypeError(f"{op}: correction must be a finite number (1 for unbiased, 0 for biased), got {correction!r}")
+    return float(correction)
+
+
+def var(
+    a: Tensor,
+    axis: Axis = None,
+    keepdims: bool = False,
+    *,
+    correction: float | None = None,
+    unbiased: bool | None = None,
+    dim: Axis = None,
+    keepdim: bool | None = None,
+) -> Tensor:
+    """Variance over ``axis``: ``sum((a - mean)**2) / (N - correction)``, ``N`` values per result.
+
+    ``correction=1`` (the default, as ``torch.var``) is the unbiased estimate; ``correction=0``
+    the biased one that LayerNorm and BatchNorm normalize with, and NumPy's default (its
+    ``ddof``). ``unbiased=True``/``False`` is PyTorch's older spelling of 1/0. Two-pass
+    (the mean first), composed from primitives. Where ``N - correction <= 0`` the result is
+    inf or NaN, with a warning, as PyTorch does."""
+    return _variance("var", a, axis, keepdims, correction, unbiased, dim, keepdim)
+
+
+def std(
+    a: Tensor,
+    axis: Axis = None,
+    keepdims: bool = False,
+    *,
+    correction: float | None = None,
+    unbiased: bool | None = None,
+    dim: Axis = None,
+    keepdim: bool | None = None,
+) -> Tensor:
+    """Standard deviation, ``sqrt(var(...))``, with ``var``'s arguments and defaults (``correction=1``,
+    as ``torch.std``; NumPy's default is 0)."""
+    return sqrt(_variance("std", a, axis, keepdims, correction, unbiased, dim, keepdim))
+
+
+def _variance(
+    op: str,
+    a: Tensor,
+    axis: Axis,
+    keepdims: bool,
+    correction: float | None,
+    unbiased: bool | None,
+    dim: Axis,
+    keepdim: bool | None,
+) -> Tensor:
+    axis, keepdims = _reduction_args(op, axis, keepdims, dim, keepdim)
+    correction = _correction(op, correction, unbiased)
+    axes = _normalize_axis(axis, a.ndim)
+    count = math.prod(a.shape[ax] for ax in axes)
+    if count - correction <= 0:
+        warnings.warn(
+            f"{op}: {count} value(s) per result and correction={correction} leave no degrees of freedom; "
+            "the result is inf or NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    centered = a - mean(a, axis=axes, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the warning above says it
+        return sum(centered * centered, axis=axes, keepdims=keepdims) / builtins.max(count - correction, 0.0)
 
 
 def reshape(a: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -560,3 +873,73 @@ def getitem(a: Tensor, index: Any) -> Tensor:
                 f"indexing: only basic slicing (ints, slices, ..., None) is supported, got {type(part).__name__}"
             )
     return GetItem.apply(a, index=index)
+
+
+def unsqueeze(a: Tensor, dim: int) -> Tensor:
+    """A new axis of size 1 at position ``dim``, ``-a.ndim - 1 <= dim <= a.ndim`` (``torch.unsqueeze``)."""
+    if not isinstance(dim, (int, np.integer)) or not -a.ndim - 1 <= dim <= a.ndim:
+        raise ValueError(f"unsqueeze: dim must be an int in [{-a.ndim - 1}, {a.ndim}], got {dim!r}")
+    at = int(dim) % (a.ndim + 1)
+    return reshape(a, a.shape[:at] + (1,) + a.shape[at:])
+
+
+def squeeze(a: Tensor, dim: Axis = None) -> Tensor:
+    """Remove axes of size 1: all of them, or those of ``dim`` (an int or a tuple) that have size 1;
+    an axis in ``dim`` of another size is kept, as ``torch.squeeze`` keeps it."""
+    axes = _normalize_axis(dim, a.ndim)
+    return reshape(a, tuple(n for i, n in enumerate(a.shape) if not (i in axes and n == 1)))
+
+
+def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge the axes ``start_dim`` to ``end_dim`` (both included) into one (``torch.flatten``); a
+    0-d tensor becomes shape ``(1,)``."""
+    shape = a.shape or (1,)
+    (start,), (end,) = _normalize_axis(start_dim, len(shape)), _normalize_axis(end_dim, len(shape))
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {a.shape}")
+    return reshape(a, shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :])
+
+
+def _tensor_list(op: str, tensors: Sequence[Tensor]) -> list[Tensor]:
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError(f"{op}: tensors must be a non-empty list or tuple of tn.Tensors, got {type(tensors).__name__}")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: tensors[{i}] must be a tn.Tensor, got {type(t).__name__}")
+    return list(tensors)
+
+
+def cat(tensors: Sequence[Tensor], axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    """Join tensors along an existing axis (``axis`` or ``dim``, default 0), as ``torch.cat``: every
+    other axis must match."""
+    tensors = _tensor_list("cat", tensors)
+    first = tensors[0]
+    if first.ndim == 0:
+        raise ValueError("cat: 0-d tensors have no axis to join along; use tn.stack")
+    (at,) = _one_axis("cat", axis, dim, first.ndim, default=0)
+    for i, t in enumerate(tensors):
+        if t.ndim != first.ndim or t.shape[:at] + t.shape[at + 1 :] != first.shape[:at] + first.shape[at + 1 :]:
+            raise ValueError(
+                f"cat: tensors[{i}] has shape {t.shape}; along axis {at} it must match tensors[0], "
+                f"of shape {first.shape}, on every other axis"
+            )
+    return Cat.apply(*tensors, axis=at)
+
+
+def stack(tensors: Sequence[Tensor], axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    """Join tensors of one shape along a new axis (``axis`` or ``dim``, default 0), as ``torch.stack``."""
+    tensors = _tensor_list("stack", tensors)
+    for i, t in enumerate(tensors):
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: tensors[{i}] has shape {t.shape}, tensors[0] {tensors[0].shape}; they must match")
+    at = _either("stack", "axis", axis, "dim", dim, default=0)
+    return cat([unsqueeze(t, at) for t in tensors], axis=int(at) % (tensors[0].ndim + 1))
+
+
+# ---- the same functions as Tensor methods ----------------------------------------------------------
+# ``t.var(dim=0)`` is ``var(t, dim=0)``: each function here takes the tensor first, so the function
+# itself serves as the method, with its one signature and docstring (tensor.py has the other methods).
+for _name in (
+    "exp log sqrt tanh abs relu sigmoid softmax log_softmax clamp sum mean max min var std unsqueeze squeeze flatten"
+).split():
+    setattr(Tensor, _name, globals()[_name])

@@ -1,6 +1,8 @@
 """``SGD`` and ``Adam``, with PyTorch's names and update rules, enough to train the
 notebooks' MLPs. They update ``p.data`` in place of autograd: an optimizer step is
-not part of the graph."""
+not part of the graph. Each step counts as an in-place write of the parameter, so a
+``backward()`` through a graph built before the step raises, as in PyTorch, instead
+of differentiating with the old weights."""
 
 from __future__ import annotations
 

@@ -103,8 +103,9 @@ class OpSpec:
     name: str
     fn: Callable[..., Tensor]
     kind: str  # "unary", "binary", "reduction", "shape" or "matmul"
-    domain: str = "real"  # "real", "positive" (log, sqrt, pow's base) or "nonzero" (abs, a divisor)
+    domain: str = "real"  # "real", "positive" (log, sqrt, pow's base) or "nonzero" (abs, relu, a divisor)
     example_shapes: tuple[tuple[int, ...], ...] = ((2, 3),)
+    min_count: int = 1  # a reduction's fewest values per result (var and std divide by N - 1)
 
     def inputs(
         self, rng: np.random.Generator, shapes: tuple[tuple[int, ...], ...] | None = None, dtype: Any = "float64"
@@ -172,6 +173,12 @@ def _register_op(spec: OpSpec) -> None:
     OPS[spec.name] = spec
 
 
+def _broadcast_pair(a: Tensor, b: Tensor) -> list[Tensor]:
+    """Both operands broadcast to their common shape, with at least one axis (for cat and stack)."""
+    shape = np.broadcast_shapes(a.shape, b.shape) or (1,)
+    return [ops.broadcast_to(a, shape), ops.broadcast_to(b, shape)]
+
+
 # The primitive ops, with shapes that exercise broadcasting in the CLI's check.
 for _spec in (
     OpSpec("add", ops.add, "binary", example_shapes=((2, 3), (3,))),
@@ -188,14 +195,27 @@ for _spec in (
     OpSpec("tanh", ops.tanh, "unary"),
     OpSpec("abs", ops.abs, "unary", domain="nonzero"),
     OpSpec("maximum", ops.maximum, "binary", example_shapes=((2, 3), (3,))),
+    OpSpec("relu", ops.relu, "unary", domain="nonzero"),
+    OpSpec("sigmoid", ops.sigmoid, "unary"),
+    OpSpec("clamp", lambda a: ops.clamp(a, min=-0.5, max=0.8), "unary"),
+    OpSpec("softmax", lambda a: ops.softmax(a, dim=-1), "unary", example_shapes=((2, 3, 4),)),
+    OpSpec("log_softmax", lambda a: ops.log_softmax(a, axis=0), "unary", example_shapes=((2, 3, 4),)),
     OpSpec("where", lambda a, b: ops.where(a.data > 0, a, b), "binary", example_shapes=((2, 3), (3,))),
     OpSpec("sum", ops.sum, "reduction", example_shapes=((2, 3, 4),)),
     OpSpec("mean", ops.mean, "reduction", example_shapes=((2, 3, 4),)),
     OpSpec("max", ops.max, "reduction", example_shapes=((2, 3, 4),)),
+    OpSpec("min", ops.min, "reduction", example_shapes=((2, 3, 4),)),
+    OpSpec("var", ops.var, "reduction", example_shapes=((2, 3, 4),), min_count=2),
+    OpSpec("std", ops.std, "reduction", example_shapes=((2, 3, 4),), min_count=2),
     OpSpec("reshape", lambda a: ops.reshape(a, (-1,)), "shape", example_shapes=((2, 3, 4),)),
     OpSpec("permute", lambda a: ops.permute(a, tuple(reversed(range(a.ndim)))), "shape", example_shapes=((2, 3, 4),)),
     OpSpec("transpose", lambda a: ops.transpose(a, 0, -1) if a.ndim else a * 1.0, "shape", example_shapes=((2, 3, 4),)),
     OpSpec("broadcast_to", lambda a: ops.broadcast_to(a, (2,) + a.shape), "shape", example_shapes=((3, 1),)),
     OpSpec("getitem", lambda a: a[..., ::2] if a.ndim else a[...], "shape", example_shapes=((2, 5),)),
+    OpSpec("unsqueeze", lambda a: ops.unsqueeze(a, -1), "shape"),
+    OpSpec("squeeze", ops.squeeze, "shape", example_shapes=((2, 1, 3),)),
+    OpSpec("flatten", ops.flatten, "shape", example_shapes=((2, 3, 4),)),
+    OpSpec("cat", lambda a, b: ops.cat(_broadcast_pair(a, b), dim=-1), "binary", example_shapes=((2, 3), (3,))),
+    OpSpec("stack", lambda a, b: ops.stack(_broadcast_pair(a, b), dim=0), "binary", example_shapes=((2, 3), (3,))),
 ):
     _register_op(_spec)

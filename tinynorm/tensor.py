@@ -2,11 +2,31 @@
 
 A Tensor holds ``data`` (a NumPy, CuPy or array_api_strict array), a flag
 ``requires_grad``, and, once ``backward`` has run, ``grad`` (an array of the same
-shape). A Tensor made by an operation also remembers the ``Function`` that made
-it, that function's ``ctx`` and its input Tensors: these links are the graph.
+shape: a backend array, not a Tensor as in PyTorch). A Tensor made by an operation
+also remembers the ``Function`` that made it, that function's ``ctx`` and its input
+Tensors: these links are the graph.
 
 The arithmetic operators and methods below only forward to the ``Function``
-classes in ``ops.py``, where each forward sits next to its backward.
+classes in ``ops.py``, where each forward sits next to its backward. Methods that
+are an ``ops`` function as it stands (``t.sum(axis=0)`` is ``tn.sum(t, axis=0)``;
+also ``exp``, ``log``, ``sqrt``, ``tanh``, ``abs``, ``relu``, ``sigmoid``, ``softmax``,
+``log_softmax``, ``clamp``, ``mean``, ``max``, ``min``, ``var``, ``std``, ``unsqueeze``,
+``squeeze``, ``flatten``) are that function itself, attached at the end of ``ops.py``:
+one signature and one docstring for both spellings.
+
+In-place writes are counted, as PyTorch counts them: every tensor has a version
+counter, which ``t[index] = value`` and ``t.data = array`` (optimizer steps,
+``load_state_dict``) increase. A ``Function`` that saved an input (or its output)
+for backward notes its version, and the backward refuses to run on data that
+changed since (``RuntimeError: one of the variables needed for gradient
+computation has been modified by an inplace operation``) instead of returning
+gradients of values that are no longer there. Writes into the raw array
+(``t.data[...] = v``, or into the NumPy array given to ``from_numpy``) go around
+tinynorm and are not seen, as with PyTorch's ``.data``.
+
+NumPy on the left: ``ndarray + t`` and ``ndarray @ t`` give Tensors (NumPy defers to
+the Tensor's reflected operators, see ``__array_ufunc__``); ``np.asarray(t)`` gives
+a host copy of the data.
 
 Deliberate difference from PyTorch: data without a dtype (Python floats, lists)
 becomes float64, as in NumPy, not float32. tinynorm is about checking gradients,
@@ -28,8 +48,16 @@ DEFAULT_DTYPE = "float64"
 class Tensor:
     """An n-dimensional array that can record the operations applied to it."""
 
+    # NumPy's operators would otherwise apply their ufunc to each element of a Tensor on the right
+    # and return an object array of scalar Tensors. None makes them return NotImplemented, so Python
+    # calls the Tensor's reflected operator (``__radd__``, ``__rmatmul__``...) and a Tensor comes back.
+    __array_ufunc__ = None
+
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        self.data = data
+        self._data = data
+        # In-place writes so far, in a one-element list shared with the tensors that see the same
+        # memory (``detach()``, and the outputs of view ops such as reshape and slicing).
+        self._version = [0]
         self.grad: Any = None
         self.requires_grad = False
         self._fn: type | None = None  # the Function that made this tensor
@@ -40,6 +68,22 @@ class Tensor:
             self.requires_grad_(True)
 
     # ---- what a tensor is -------------------------------------------------
+    @property
+    def data(self) -> Any:
+        """The backend array. Assigning ``t.data = array`` counts as an in-place write; writing into
+        the array (``t.data[...] = v``) is invisible to the version check: use ``t[...] = v``.
+
+        Why ``t.data[...]`` writes are not caught: ``.data`` is the raw array every op and norm
+        computes with, and it is handed out as it is (no copy, no wrapper, no read-only flag that
+        would also freeze arrays shared with the caller through ``from_numpy``). PyTorch's ``.data``
+        makes the same trade."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
+        self._version[0] += 1
+
     @property
     def backend(self) -> str:
         return backend.backend_of(self.data)
@@ -106,9 +150,17 @@ class Tensor:
         """A host NumPy copy of the data (never shares memory with the tensor)."""
         return backend.to_numpy(self.data)
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(t)``: a host copy of the data, as ``t.numpy()`` (graph and gradient left behind)."""
+        if copy is False:
+            raise ValueError("np.asarray(tensor, copy=False): a Tensor's data always comes back as a host copy")
+        return self.numpy() if dtype is None else self.numpy().astype(dtype)
+
     def detach(self) -> Tensor:
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+        """The same data, cut from the graph (writes to either are counted for both)."""
+        out = Tensor(self.data)
+        out._version = self._version
+        return out
 
     def to(self, target: str | Any) -> Tensor:
         """``t.to("cupy")`` moves to a backend; ``t.to("float32")`` casts (differentiably)."""
@@ -139,8 +191,6 @@ class Tensor:
         Gradients accumulate (``+=``) into ``.grad``, as in PyTorch: call
         ``zero_grad()`` (or set ``.grad = None``) between steps.
         """
-        from . import autograd
-
         if not self.requires_grad:
             raise RuntimeError(
                 "backward: this tensor does not require grad (no input of the computation "
@@ -185,8 +235,22 @@ class Tensor:
     def __matmul__(self, other: Any) -> Tensor:
         return ops.matmul(self, other)
 
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.matmul(other, self)
+
     def __getitem__(self, index: Any) -> Tensor:
         return ops.getitem(self, index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """``t[index] = value``, in place. Autograd does not record it, so it is refused where a
+        gradient would be lost (outside ``tn.no_grad()``, on or from a tensor that requires grad)."""
+        if autograd.is_grad_enabled() and (self.requires_grad or getattr(value, "requires_grad", False)):
+            raise RuntimeError(
+                "t[index] = value: in-place writes are not recorded by autograd, and here a tensor requires "
+                "grad; write under tn.no_grad() (e.g. to initialise a parameter), or build a new tensor (tn.where)"
+            )
+        self.data[index] = _raw(value)
+        self._version[0] += 1
 
     # Comparisons give plain boolean arrays: they have no gradient.
     def __gt__(self, other: Any) -> Any:
@@ -200,30 +264,6 @@ class Tensor:
 
     def __le__(self, other: Any) -> Any:
         return self.data <= _raw(other)
-
-    def exp(self) -> Tensor:
-        return ops.exp(self)
-
-    def log(self) -> Tensor:
-        return ops.log(self)
-
-    def sqrt(self) -> Tensor:
-        return ops.sqrt(self)
-
-    def tanh(self) -> Tensor:
-        return ops.tanh(self)
-
-    def abs(self) -> Tensor:
-        return ops.abs(self)
-
-    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.max(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape: Any) -> Tensor:
         return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
@@ -250,7 +290,9 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend_na
     """Create a tensor on the current backend (``tn.tensor([[1., 2.]], requires_grad=True)``).
 
     ``data`` may be a Python number or nested list, a NumPy array, or an array of
-    any backend (copied to ``backend_name``, the current backend by default).
+    any backend (put on ``backend_name``, the current backend by default). The data
+    is always copied, as ``torch.tensor`` copies: changing the source array later
+    changes nothing here (``from_numpy`` and ``as_tensor`` share memory instead).
     Data without a floating dtype of its own (Python floats) becomes float64;
     integer data stays integer and then cannot require grad.
     """
@@ -264,8 +306,30 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, backend_na
         dtype = host.dtype.name
     elif dtype is None and host.dtype.kind not in "iub":
         raise TypeError(f"tensor: expected numbers, got data of dtype {host.dtype}")
-    array = xp.asarray(host, dtype=backend.resolve_dtype(dtype, xp))
+    array = xp.asarray(host, dtype=backend.resolve_dtype(dtype, xp), copy=True)
     return Tensor(array, requires_grad=requires_grad)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A NumPy-backend tensor that shares memory with ``array`` (as ``torch.from_numpy``): a write to
+    either shows in both. Writes through ``array`` go around tinynorm, so the version check cannot see
+    them (see the module's docstring); ``tn.tensor(array)`` copies instead."""
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iubf":
+        raise TypeError(
+            f"from_numpy: expected a NumPy array of numbers, got {type(array).__name__} {getattr(array, 'dtype', '')}"
+        )
+    return Tensor(array)
+
+
+def as_tensor(data: Any, dtype: Any = None, backend_name: str | None = None) -> Tensor:
+    """``data`` as a tensor, sharing its memory when it already is an array (or tensor) of the wanted
+    backend and dtype, copying as ``tensor`` does otherwise (``torch.as_tensor``'s rule)."""
+    name = backend_name or backend.get_backend()
+    array = data.data if isinstance(data, Tensor) else data
+    xp = backend.namespace(name)
+    if backend.backend_of_or_none(array) != name or (dtype and array.dtype != backend.resolve_dtype(dtype, xp)):
+        return tensor(array, dtype=dtype, backend_name=name)
+    return data if isinstance(data, Tensor) else from_numpy(array) if name == "numpy" else Tensor(array)
 
 
 def zeros(*shape: int, dtype: Any = None, requires_grad: bool = False) -> Tensor:
@@ -278,4 +342,4 @@ def ones(*shape: int, dtype: Any = None, requires_grad: bool = False) -> Tensor:
     return tensor(np.ones(shape), requires_grad=requires_grad, dtype=dtype or DEFAULT_DTYPE)
 
 
-from . import ops  # noqa: E402  (ops needs Tensor, Tensor's operators need ops)
+from . import autograd, ops  # noqa: E402  (both need Tensor; Tensor's methods need them)

@@ -1,11 +1,13 @@
-"""The few non-norm layers the notebooks need to train a small MLP."""
+"""The few non-norm layers the notebooks need to train a small MLP, and the containers
+``ModuleList`` and ``Sequential``."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .. import ops, random
+from .. import backend, ops, random
 from ..tensor import Tensor
 from .module import Module, Parameter
 
@@ -25,8 +27,15 @@ class Linear(Module):
         self.bias = Parameter((random.rand(out_features, dtype=dtype) * 2 - 1) * bound) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear: expected input with last dimension {self.in_features}, got shape {x.shape}")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Linear: input must be a tn.Tensor, got {type(x).__name__}; wrap it with tn.tensor(...)")
+        if not backend.is_floating(x.dtype, x.xp):
+            raise TypeError(f"Linear: input must have a floating dtype, got {x.dtype}; convert with x.to('float64')")
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear: input's last dimension must equal in_features={self.in_features}, "
+                f"got input of shape {x.shape}"
+            )
         y = x @ self.weight.T
         return y + self.bias if self.bias is not None else y
 
@@ -44,37 +53,63 @@ class Tanh(Module):
         return ops.tanh(x)
 
 
-class Sequential(Module):
-    """Layers applied in order; they are found as parameters under the names ``"0"``, ``"1"``..."""
+class ModuleList(Module):
+    """Modules held in a list, as ``torch.nn.ModuleList``: their parameters are the list's,
+    under the names ``"0.weight"``, ``"1.weight"``... It has no ``forward``: the module that
+    owns it decides how to call them."""
 
-    def __init__(self, *layers: Module) -> None:
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
         super().__init__()
-        for i, layer in enumerate(layers):
-            setattr(self, str(i), layer)
+        self.extend(modules)
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self.named_children())[i][1]
+    def append(self, module: Module) -> ModuleList:
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.append: expected a tn.nn.Module, got {type(module).__name__}")
+        setattr(self, str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        if isinstance(modules, Module) and not isinstance(modules, ModuleList):
+            raise TypeError(
+                f"{type(self).__name__}.extend: expected an iterable of modules, got one {type(modules).__name__}"
+            )
+        for module in modules:
+            self.append(module)
+        return self
+
+    def _index(self, i: int) -> str:
+        if not isinstance(i, int) or not -len(self) <= i < len(self):
+            raise IndexError(f"{type(self).__name__}: index {i!r} is out of range for {len(self)} modules")
+        return str(i % len(self))
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ModuleList(list(self)[i])
+        return getattr(self, self._index(i))
+
+    def __setitem__(self, i: int, module: Module) -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}[{i}] = ...: expected a tn.nn.Module, got {type(module).__name__}")
+        setattr(self, self._index(i), module)
 
     def __len__(self) -> int:
-        return len(list(self.named_children()))
+        return sum(1 for _ in self.named_children())
+
+    def __iter__(self) -> Iterator[Module]:
+        return (module for _, module in self.named_children())
+
+
+class Sequential(ModuleList):
+    """Layers applied in order; they are found as parameters under the names ``"0"``, ``"1"``...
+    (a ``ModuleList`` with a ``forward``)."""
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__(layers)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        return Sequential(*super().__getitem__(i)) if isinstance(i, slice) else super().__getitem__(i)
 
     def forward(self, x: Tensor) -> Tensor:
-        for _, layer in self.named_children():
+        for layer in self:
             x = layer(x)
         return x
-
-
-def cross_entropy(logits: Tensor, target: Any) -> Tensor:
-    """Mean cross-entropy of ``logits`` (N, C) against integer class labels (N,).
-
-    Composed from primitive ops (a log-sum-exp shifted by the row max for stability),
-    so autograd derives its gradient.
-    """
-    xp = logits.xp
-    labels = target.data if isinstance(target, Tensor) else xp.asarray(target)
-    shifted = logits - logits.max(axis=-1, keepdims=True).detach()
-    log_norm = shifted.exp().sum(axis=-1, keepdims=True).log()
-    n_classes = logits.shape[-1]
-    one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(xp.arange(n_classes), (1, -1)), logits.dtype)
-    picked = (shifted * Tensor(one_hot)).sum(axis=-1, keepdims=True)
-    return (log_norm - picked).mean()
