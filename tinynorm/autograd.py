@@ -224,7 +224,7 @@ def as_backend_grad(root: Tensor, grad: Any) -> Any:
     elif backend.backend_of_or_none(grad) != root.backend:
         host = np.asarray(backend.to_numpy(grad) if backend.backend_of_or_none(grad) else grad)
         grad = root.xp.asarray(host) if host.dtype.kind == "f" else host
-    if not backend.is_floating(grad.dtype, backend.namespace(backend.backend_of(grad))):
+    if not backend.is_floating(grad.dtype, backend.namespace_of(grad)):
         raise TypeError(f"backward: grad must have a real floating dtype (float16, float32, float64), got {grad.dtype}")
     if tuple(grad.shape) != root.shape:
         raise ValueError(f"backward: grad must have the output's shape {root.shape}, got {tuple(grad.shape)}")

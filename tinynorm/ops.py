@@ -26,13 +26,10 @@ import numpy as np
 
 from . import backend
 from .autograd import Context, Function
+from .backend import namespace_of
 from .tensor import Tensor, tensor
 
 Axis = int | tuple[int, ...] | None
-
-
-def namespace_of(array: Any) -> Any:
-    return backend.namespace(backend.backend_of(array))
 
 
 def sum_to(grad: Any, shape: tuple[int, ...]) -> Any:

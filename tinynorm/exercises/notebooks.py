@@ -38,7 +38,8 @@ from tinynorm.autograd import Context, Function
 from tinynorm.exercises import check, register
 from tinynorm.nn.module import Parameter
 from tinynorm.norms._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes
-from tinynorm.ops import namespace_of, sum_to
+from tinynorm.backend import namespace_of
+from tinynorm.ops import sum_to
 from tinynorm.registry import Case, NormSpec, ParamSpec, sample
 from tinynorm.tensor import Tensor, ones"""
 

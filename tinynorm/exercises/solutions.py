@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Context, Function
+from ..backend import namespace_of
 from ..nn.module import Parameter
 from ..norms._shared import NormModule, as_shape, check_eps, check_input, check_param, feature_axes
-from ..ops import namespace_of, sum_to
+from ..ops import sum_to
 from ..registry import Case, NormSpec, ParamSpec, sample
 from ..tensor import Tensor, ones
 

@@ -165,13 +165,13 @@ class NormModule(Module):
 
 def as_rows(array: Any, n: int) -> Any:
     """A view of ``array`` as ``(rows, n)``: the normalized features flattened into one axis."""
-    xp = backend.namespace(backend.backend_of(array))
+    xp = namespace_of(array)
     return xp.reshape(array, (-1, n))
 
 
 def as_vector(param: Any, n: int) -> Any:
     """A parameter of shape ``normalized_shape`` as a vector of its ``n`` values (``None`` stays)."""
-    return None if param is None else backend.namespace(backend.backend_of(param)).reshape(param, (n,))
+    return None if param is None else namespace_of(param).reshape(param, (n,))
 
 
 def param_grad(grad: Any, param: Any) -> Any:
