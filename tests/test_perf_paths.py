@@ -133,38 +133,7 @@ def test_helpers_use_plain_operators_on_array_api_strict():
     assert result is not out and float(xp.sum(result)) == 12.0 and float(xp.sum(out)) == 0.0
 
 
-# ---- fused CUDA kernels: dispatch and glue, without a GPU -----------------------------------------
-@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
-def test_fused_kernels_are_not_chosen_off_cupy(name):
-    xp = tn.backend.namespace(name)
-    before = "cupy" in sys.modules
-    assert _shared.fused_kernels(xp.ones((2, 3)), None, None) is None
-    assert ("cupy" in sys.modules) == before
-
-
-def test_supports_only_2d_float_inputs_with_matching_parameters():
-    x = np.ones((4, 8), dtype=np.float32)
-    assert cupy_fused.supports(x, None, np.ones(8, np.float32))
-    assert cupy_fused.supports(x.astype(np.float16), np.ones(8, np.float16), None)
-    assert not cupy_fused.supports(x, np.ones(8, np.float64), None)  # mixed dtypes: generic path
-    assert not cupy_fused.supports(x, np.ones(4, np.float32), None)
-    assert not cupy_fused.supports(np.ones((2, 4, 8), np.float32))
-    assert not cupy_fused.supports(np.ones((0, 8), np.float32))
-    assert not cupy_fused.supports(np.ones((4, 8), np.int32))
-
-
-@pytest.mark.parametrize("n", [1, 5, 32, 768, 1024, 4096, 8192, 10**6])
-def test_threads_per_block_is_whole_warps_up_to_1024(n):
-    threads = cupy_fused.threads_per_block(n)
-    assert threads % 32 == 0 and 32 <= threads <= 1024
-
-
-@pytest.mark.parametrize(("rows", "sms"), [(1, 132), (7, 1), (1057, 132), (32768, 132), (5, 2)])
-def test_backward_grid_covers_every_row_with_no_empty_block(rows, sms):
-    blocks, per_block = cupy_fused.backward_grid(rows, sms)
-    assert blocks * per_block >= rows > (blocks - 1) * per_block
-
-
+# ---- fused CUDA kernels: the wiring, without a GPU (their glue: tests/test_cupy_kernels.py) -----
 class _FakeFused:
     """Stands in for cupy_fused on NumPy, running the plain formulas, to test the wiring."""
 
