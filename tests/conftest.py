@@ -7,9 +7,11 @@ machine) the tests that need them skip, and every other test runs."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import sys
 import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -38,16 +40,27 @@ def _stand_in_for_hypothesis() -> None:
     def decorator(*args: object, **kwargs: object) -> object:
         return lambda test: test
 
-    top = types.ModuleType("hypothesis")
+    def attributes(make: Callable[[], object]) -> Callable[[str], object]:
+        def getattr_(name: str) -> object:
+            if name.startswith("__"):  # __file__, __path__ ...: what inspect and importlib ask a module
+                raise AttributeError(name)
+            return make()
+
+        return getattr_
+
+    def module(name: str, make: Callable[[], object]) -> types.ModuleType:
+        stand_in = types.ModuleType(name)
+        stand_in.__spec__ = importlib.machinery.ModuleSpec(name, None)  # importlib.util.find_spec asks for it
+        stand_in.__getattr__ = attributes(make)
+        sys.modules[name] = stand_in
+        return stand_in
+
+    top = module("hypothesis", lambda: decorator)
     top.given = given
-    top.__getattr__ = lambda name: decorator
     for name in ("hypothesis.strategies", "hypothesis.extra", "hypothesis.extra.numpy"):
-        module = types.ModuleType(name)
-        module.__getattr__ = lambda name: _AnyStrategy()
-        sys.modules[name] = module
+        module(name, _AnyStrategy)
     top.strategies, top.extra = sys.modules["hypothesis.strategies"], sys.modules["hypothesis.extra"]
     top.extra.numpy = sys.modules["hypothesis.extra.numpy"]
-    sys.modules["hypothesis"] = top
 
 
 try:

@@ -316,10 +316,10 @@ def test_float32_rows_of_every_magnitude_forward_and_backward(cupy, launches, no
 
 @pytest.mark.parametrize("norm", NORMS)
 def test_backward_recomputes_statistics_flushed_to_zero(cupy, norm):
-    """A plain CuPy forward (also compiled with -ftz=true) may save rstd = 0 for a row above
-    8.5e37: the fused backward recomputes it from x and gives the right dx."""
+    """A plain CuPy forward (also compiled with -ftz=true) may save rstd = 0 for a row whose
+    rms is above 8.5e37: the fused backward recomputes it from x and gives the right dx."""
     rng = np.random.default_rng(6)
-    x = cupy.asarray((rng.uniform(-1, 1, (3, 256)) * np.array([[1.0], [1e38], [3e38]])).astype(np.float32))
+    x = cupy.asarray((rng.uniform(-1, 1, (3, 256)) * np.array([[1.0], [2e38], [3e38]])).astype(np.float32))
     dy = cupy.asarray(_random(rng, (3, 256), "float32", 1e20))
     y, *stats = getattr(cupy_fused, f"{norm}_forward")(x, None, None, 1e-5)
     rstd = stats[-1]
