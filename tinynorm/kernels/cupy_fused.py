@@ -23,9 +23,10 @@ The plan, shared by both norms:
   partial sum in a register; a warp adds its 32 partial sums with **warp shuffles**
   (``__shfl_xor_sync`` passes a register to another lane of the same warp without touching
   memory); a block team then passes one value per warp through shared memory.
-* **packs: 16-byte loads.** Where every array is 16-byte aligned and ``N`` is a multiple of
-  the pack (8 float16, 4 float32 or 2 float64 values), a thread moves a whole pack with one
-  load or store instruction; elsewhere the same source is compiled with packs of one.
+* **packs: 16-byte loads.** Where every array is aligned to the pack and ``N`` is a multiple
+  of it (8 float16, 4 float32 or 2 float64 values; 4 float16 in the backward, whose threads
+  also hold gradient shares), a thread moves a whole pack with one load or store
+  instruction; elsewhere the same source is compiled with packs of one.
 * **the forward** saves two numbers per row at most (``rstd``, and ``mean`` for
   LayerNorm) instead of an ``xhat`` as big as ``x``; the backward recomputes ``xhat``.
 * **the backward, one block per chunk of rows.** For each row, one reduction gives
