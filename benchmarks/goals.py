@@ -52,6 +52,9 @@ def goals(report: dict[str, Any]) -> list[tuple[str, float | None, str, float]]:
         out.append((f"{norm} / PyTorch, 8192x4096 float32, THP on", huge_ratio, "<=", huge_limit))
     for r in report.get("gpu", {}).get("rows", []):
         where = f"{r['norm']} fused, {'x'.join(map(str, r['shape']))} {r['dtype']}"
+        if "err_limit" in r:  # measured only beside PyTorch, at every shape
+            error = r.get("err_vs_torch")
+            out.append((f"{where}: outputs vs PyTorch's, worst relative error", error, "<=", r["err_limit"]))
         if r["shape"] == GPU_BIG:
             out.append((f"{where}: / PyTorch", _ratio(r, "fused", "torch"), "<=", 0.8))
             out.append((f"{where}: share of copy bandwidth", _ratio(r, "bound_s", "fused"), ">=", 0.65))
