@@ -8,11 +8,12 @@ machine) the tests that need them skip, and every other test runs."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import os
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -87,12 +88,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 
     A backend this machine cannot run (array_api_strict not installed on the GPU
     machine, CuPy without a GPU) skips the test; a misspelt name still errors."""
+    with current_backend_or_skip(request.param):
+        yield request.param
+
+
+@contextlib.contextmanager
+def current_backend_or_skip(name: str) -> Iterator[None]:
+    """``name`` as the current backend inside the block; the test skips where it cannot run."""
     try:
-        tn.backend.namespace(request.param)
+        tn.backend.namespace(name)
     except tn.BackendUnavailableError as err:
         pytest.skip(str(err))
-    with tn.use_backend(request.param):
-        yield request.param
+    with tn.use_backend(name):
+        yield
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import current_backend_or_skip
 
 import tinynorm as tn
 from tinynorm import kernels
@@ -30,11 +31,7 @@ KERNEL_BACKENDS = sorted({backend_name for _, backend_name in kernels.KERNELS})
 @pytest.fixture(params=KERNEL_BACKENDS)
 def kernel_backend(request):
     """Each backend some kernel is written for (NumPy; CuPy where it runs)."""
-    try:
-        tn.backend.namespace(request.param)
-    except tn.BackendUnavailableError as err:
-        pytest.skip(str(err))
-    with tn.use_backend(request.param):
+    with current_backend_or_skip(request.param):
         yield request.param
 
 
