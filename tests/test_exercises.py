@@ -25,7 +25,7 @@ from tinynorm.cli import main
 from tinynorm.exercises import EXERCISES, MISTAKES, ExerciseFailedError, check, grading, register, solutions, unregister
 from tinynorm.exercises.grading import answers, load_answers
 from tinynorm.exercises.notebooks import BEGIN, END, filename, write_notebooks
-from tinynorm.norms import layernorm, rmsnorm
+from tinynorm.norms import batchnorm, layernorm, rmsnorm, rmsnorm_tanh
 from tinynorm.registry import NORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,13 +87,19 @@ def test_every_exercise_marker_is_registered_in_pyproject():
 
 
 # ---- planting each common mistake in a model answer ------------------------------------------
-# The model answers of exercises 2 to 4 call the lessons' plain backwards: a mistake is
+# The model answers of exercises 2 to 6 call the lessons' plain backwards: a mistake is
 # planted in the lesson's own source, executed in a copy of its module's namespace.
 LESSONS = {
     "rmsnorm": (rmsnorm.rms_norm_backward, rmsnorm.rms_norm_dx),
     "rmsnorm_affine": (rmsnorm.rms_norm_backward, rmsnorm.rms_norm_dx),
     "layernorm": (layernorm.layer_norm_backward,),
+    "tanh_alpha": (rmsnorm.rms_norm_dx, rmsnorm_tanh.rms_norm_tanh_backward),
+    "batchnorm": (layernorm.layer_norm_backward, batchnorm.batch_norm_backward),
 }
+# The answers import the lessons inside their bodies, where students do not see it. Run,
+# that import would fetch the unplanted lessons: ``plant`` drops it, and the names resolve
+# to the copies in the namespace, planted or not.
+LESSON_IMPORT = re.compile(r"^ *from tinynorm\.norms\.\w+ import .*\n", re.MULTILINE)
 
 
 def plant(name: str, *edits: tuple[str, str]):
@@ -102,6 +108,7 @@ def plant(name: str, *edits: tuple[str, str]):
     exercise = EXERCISES[name]
     lessons = LESSONS.get(name, ())
     sources = [inspect.getsource(getattr(solutions, o)) for o in exercise.objects + exercise.spec_objects]
+    sources = [LESSON_IMPORT.sub("", s) for s in sources]
     sources = [inspect.getsource(f) for f in lessons] + sources
     for old, new in edits:
         assert sum(s.count(old) for s in sources) == 1, f"{old!r} should occur once in the answer of {name}"
@@ -115,8 +122,6 @@ def plant(name: str, *edits: tuple[str, str]):
     return namespace[exercise.function]
 
 
-LN_MEAN = "np.mean(g, axis=-1, keepdims=True)"
-BN_AXES = ("axis=axes, keepdims=True)", "axis=-1, keepdims=True)")
 PLANTS = {
     "mul_broadcast": [
         ("unsummed_param_grad", [("db = unbroadcast(dy * a, b.shape)", "db = dy * a")]),
@@ -178,39 +183,65 @@ PLANTS = {
         ),
     ],
     "tanh_alpha": [
-        ("dropped_projection_term", [("rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))", "rstd * dn")]),
+        ("dropped_projection_term", [("rstd * (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))", "rstd * g")]),
         (
             "eps_outside_sqrt",
             [
                 (
-                    "np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)",
-                    "(np.sqrt(np.mean(x**2, axis=-1, keepdims=True)) + eps)",
+                    "_, rstd = rms_norm_tanh_forward(x_rows, alpha, None, eps)",
+                    "rstd = 1 / (np.sqrt(np.mean(x_rows**2, axis=-1, keepdims=True)) + eps)",
                 )
             ],
         ),
-        ("unsummed_param_grad", [("dalpha = np.sum(n * t)", "dalpha = n * t")]),
-        ("wrong_sign", [("return dx, dalpha", "return dx, -dalpha")]),
-        ("forgot_alpha", [("dn = alpha * t", "dn = t")]),
-        ("tanh_derivative", [("(1 - np.tanh(alpha * n) ** 2)", "(1 - np.tanh(alpha * n))")]),
+        # dalpha summed over the rows only, as for a per-feature alpha
+        ("unsummed_param_grad", [("xp.sum(dalpha) if alpha.ndim == 0 else dalpha", "dalpha")]),
+        ("wrong_sign", [("(g - xhat * xp.mean", "(g + xhat * xp.mean")]),
+        ("forgot_alpha", [("rms_norm_dx(alpha * t, n, rstd)", "rms_norm_dx(t, n, rstd)")]),
+        ("tanh_derivative", [("t = (1 - u * u) *", "t = (1 - u) *")]),
     ],
     "batchnorm": [
-        ("dropped_mean_term", [("g - np.mean(g, axis=axes, keepdims=True) - xhat", "g - xhat")]),
-        ("dropped_projection_term", [(" - xhat * np.mean(g * xhat, axis=axes, keepdims=True))", ")")]),
+        ("dropped_mean_term", [("(g - mean_g - xhat", "(g - xhat")]),
+        ("dropped_projection_term", [("(g - mean_g - xhat * mean_g_xhat)", "(g - mean_g)")]),
         (
             "n_minus_1",
-            [("np.mean((x - mean) ** 2, axis=axes, keepdims=True)", "np.var(x, axis=axes, ddof=1, keepdims=True)")],
-        ),
-        ("eps_outside_sqrt", [("rstd = 1 / np.sqrt(var + eps)", "rstd = 1 / (np.sqrt(var) + eps)")]),
-        ("unsummed_param_grad", [("dweight = np.sum(dy * xhat, axis=axes)", "dweight = dy * xhat")]),
-        ("wrong_sign", [("dbias = np.sum(dy, axis=axes)", "dbias = -np.sum(dy, axis=axes)")]),
-        ("transposed", [("return dx, dweight, dbias", "return dx.T, dweight, dbias")]),
-        (
-            "wrong_axis",  # LayerNorm's axis for the statistics; the parameters still summed right
             [
-                ("mean = np.mean(x, " + BN_AXES[0], "mean = np.mean(x, " + BN_AXES[1]),
-                ("var = np.mean((x - mean) ** 2, " + BN_AXES[0], "var = np.mean((x - mean) ** 2, " + BN_AXES[1]),
-                ("(g - np.mean(g, " + BN_AXES[0], "(g - np.mean(g, " + BN_AXES[1]),
-                ("xhat * np.mean(g * xhat, " + BN_AXES[0], "xhat * np.mean(g * xhat, " + BN_AXES[1]),
+                (
+                    "_, mean, rstd = batch_norm_forward(x3, w, b, eps)",
+                    "mean = np.mean(x3, axis=(0, 2))[:, None]; "
+                    "rstd = 1 / np.sqrt(np.var(x3, axis=(0, 2), ddof=1)[:, None] + eps)",
+                )
+            ],
+        ),
+        (
+            "eps_outside_sqrt",
+            [
+                (
+                    "_, mean, rstd = batch_norm_forward(x3, w, b, eps)",
+                    "mean = np.mean(x3, axis=(0, 2))[:, None]; rstd = 1 / (np.std(x3, axis=(0, 2))[:, None] + eps)",
+                )
+            ],
+        ),
+        # dbias summed over the batch but not along the length
+        (
+            "unsummed_param_grad",
+            [("return np.reshape(dx, x.shape), dweight, dbias", "return np.reshape(dx, x.shape), dweight, dy.sum(0)")],
+        ),
+        ("wrong_sign", [("(g - mean_g", "(g + mean_g")]),
+        (
+            "transposed",
+            [("return np.reshape(dx, x.shape), dweight, dbias", "return np.reshape(dx, x.shape).T, dweight, dbias")],
+        ),
+        (
+            "wrong_axis",  # LayerNorm's statistics, over the C channels of each sample and position
+            [
+                (
+                    "_, mean, rstd = batch_norm_forward(x3, w, b, eps)\n"
+                    "    dx, dweight, dbias = batch_norm_backward(dy3, x3, w, mean, rstd, True)",
+                    "rows = lambda a: np.reshape(np.moveaxis(a, 1, -1), (-1, a.shape[1]))  # (B * L, C)\n"
+                    "    _, mean, rstd = layer_norm_forward(rows(x3), weight, bias, eps)\n"
+                    "    dx, dweight, dbias = layer_norm_backward(rows(dy3), rows(x3), weight, mean, rstd, True)\n"
+                    "    dx = np.moveaxis(np.reshape(dx, (x3.shape[0], x3.shape[2], x3.shape[1])), -1, 1)",
+                )
             ],
         ),
     ],

@@ -59,11 +59,12 @@ def mul_backward(dy, a, b):
     # END SOLUTION
 
 
-# ---- exercises 2 to 4: the lessons' own backwards -------------------------------------
-# The model answers are the package's lessons (tinynorm/norms/rmsnorm.py and layernorm.py),
-# imported inside the solution (students do not see the import) and called on the
-# exercise's (..., N) arrays seen as rows: the repository has one plain backward per
-# norm, and the exercises are graded against it.
+# ---- exercises 2 to 6: the lessons' own backwards -------------------------------------
+# The model answers are the package's lessons (tinynorm/norms/rmsnorm.py, layernorm.py,
+# rmsnorm_tanh.py, batchnorm.py), imported inside the solution (students do not see the
+# import) and called on the exercise's arrays seen in the lesson's layout (rows, or
+# (B, C, L) for BatchNorm): the repository has one plain backward per norm, and the
+# exercises are graded against it.
 def rmsnorm_backward(dy, x, weight, eps):
     """Gradients of RMSNorm over the last axis, ``y = x / sqrt(mean(x**2) + eps) * weight``.
 
@@ -131,13 +132,15 @@ def tanh_alpha_backward(dy, x, alpha, eps):
     Returns ``(dx, dalpha)``; ``dalpha`` has shape ``()`` (a 0-d array or a float).
     """
     # BEGIN SOLUTION
-    rstd = 1 / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps)
-    n = x * rstd
-    t = (1 - np.tanh(alpha * n) ** 2) * dy  # the gradient reaching alpha * n
-    dalpha = np.sum(n * t)  # alpha is used by every element
-    dn = alpha * t
-    dx = rstd * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))  # RMSNorm's backward, weight 1
-    return dx, dalpha
+    from tinynorm.norms.rmsnorm_tanh import rms_norm_tanh_backward, rms_norm_tanh_forward
+
+    # The lesson: t = (1 - tanh(alpha * n)**2) * dy reaches alpha * n; dalpha = sum of n * t
+    # (alpha is used by every element); dx is RMSNorm's backward with g = dn = alpha * t.
+    features = x.shape[-1]
+    x_rows, dy_rows = np.reshape(x, (-1, features)), np.reshape(dy, (-1, features))  # (..., N) seen as rows
+    _, rstd = rms_norm_tanh_forward(x_rows, alpha, None, eps)
+    dx, dalpha, _ = rms_norm_tanh_backward(dy_rows, x_rows, alpha, None, rstd)
+    return np.reshape(dx, x.shape), dalpha
     # END SOLUTION
 
 
@@ -151,18 +154,15 @@ def batchnorm_backward(dy, x, weight, bias, eps):
     Returns ``(dx, dweight, dbias)``.
     """
     # BEGIN SOLUTION
-    axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
-    column = (1, -1) + (1,) * (x.ndim - 2)  # a (C,) parameter, shaped to broadcast against x
-    mean = np.mean(x, axis=axes, keepdims=True)
-    var = np.mean((x - mean) ** 2, axis=axes, keepdims=True)
-    rstd = 1 / np.sqrt(var + eps)
-    xhat = (x - mean) * rstd
-    g = dy * weight.reshape(column)
-    # LayerNorm's three terms, with the means taken over the batch instead of the features.
-    dx = rstd * (g - np.mean(g, axis=axes, keepdims=True) - xhat * np.mean(g * xhat, axis=axes, keepdims=True))
-    dweight = np.sum(dy * xhat, axis=axes)
-    dbias = np.sum(dy, axis=axes)
-    return dx, dweight, dbias
+    from tinynorm.norms.batchnorm import batch_norm_backward, batch_norm_forward
+
+    # The lesson: each channel's B * L values laid out as one row, and LayerNorm's backward on
+    # those rows: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), the means over the batch.
+    x3, dy3 = np.reshape(x, x.shape[:2] + (-1,)), np.reshape(dy, x.shape[:2] + (-1,))  # (B, C, L); L = 1 for (B, C)
+    w, b = weight[:, None], bias[:, None]  # the (C,) parameters as the lesson's (C, 1) columns
+    _, mean, rstd = batch_norm_forward(x3, w, b, eps)
+    dx, dweight, dbias = batch_norm_backward(dy3, x3, w, mean, rstd, True)
+    return np.reshape(dx, x.shape), dweight, dbias
     # END SOLUTION
 
 
