@@ -113,9 +113,6 @@ def plant(name: str, *edits: tuple[str, str]):
     for old, new in edits:
         assert sum(s.count(old) for s in sources) == 1, f"{old!r} should occur once in the answer of {name}"
         sources = [s.replace(old, new) for s in sources]
-    # The answers import the lessons inside their solution: drop those imports, so that
-    # the names resolve to the (planted) lesson functions of the namespace below.
-    sources = [re.sub(r"^ *from tinynorm\.norms\.\w+ import .*\n", "", s, flags=re.MULTILINE) for s in sources]
     namespace = {k: v for f in lessons for k, v in vars(sys.modules[f.__module__]).items()} | dict(vars(solutions))
     for source in sources:
         exec(compile(source, f"planted {name}", "exec", flags=__future__.annotations.compiler_flag), namespace)
