@@ -51,8 +51,10 @@ def in_compute_dtype(param: Any, x: Any) -> Any:
 
 
 def row_mean(x: Any) -> Any:
-    """``mean(x)`` of each row, as a ``(rows, 1)`` column."""
-    return namespace_of(x).mean(x, axis=-1, keepdims=True)
+    """``mean(x)`` of each row, as a ``(rows, 1)`` column: a dot product with ones, which
+    NumPy runs faster than ``mean(x, axis=-1)`` (one BLAS pass instead of a reduction loop)."""
+    xp = namespace_of(x)
+    return row_mean_of_product(x, xp.ones(x.shape[-1], dtype=x.dtype))
 
 
 def row_mean_of_product(a: Any, b: Any) -> Any:
