@@ -204,3 +204,14 @@ def test_to_a_dtype_casts_differentiably(backend):
     y.backward(tn.tensor([1.0, 1.0], dtype="float32"))
     assert x.grad.dtype == tn.backend.namespace().float64
     np.testing.assert_array_equal(grad_of(x), [1.0, 1.0])
+
+
+def test_a_gradient_has_the_dtype_of_its_input_as_in_pytorch():
+    """A float32 tensor times a float64 one computes in float64 (NumPy's promotion), but
+    each input's gradient comes back in that input's own dtype."""
+    x = tn.tensor(np.arange(1.0, 4.0, dtype=np.float32), requires_grad=True)
+    w = tn.tensor(np.full(3, 0.5), requires_grad=True)
+    (x * w).backward(tn.tensor(np.ones(3)))
+    assert x.grad.dtype == np.float32 and w.grad.dtype == np.float64
+    np.testing.assert_array_equal(x.grad, np.full(3, 0.5, dtype=np.float32))
+    np.testing.assert_array_equal(w.grad, np.arange(1.0, 4.0))

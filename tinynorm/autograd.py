@@ -184,6 +184,8 @@ def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                     f"{name}.backward returned a gradient of shape {tuple(pg.shape)} for an input of shape "
                     f"{parent.shape} (input {i})"
                 )
+            # A gradient has its input's dtype, as in PyTorch (x32 * w64 computes in float64).
+            pg = backend.namespace_of(pg).astype(pg, parent.data.dtype, copy=False)
             key = id(parent)
             grads[key] = pg if key not in grads else grads[key] + pg
         if not retain_graph:  # free the saved arrays, as PyTorch does
