@@ -498,6 +498,10 @@ def _float32_step(module, x_host, dy_host):
     return y, x.grad
 
 
+def _equal_to_float32_rounding(actual, desired, err_msg=""):
+    np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-6, err_msg=err_msg)
+
+
 @pytest.mark.parametrize(
     ("name", "shape"),
     [(name, None) for name in CHANNEL_NORMS] + [("batchnorm1d", (3, 2, 70))],
@@ -517,11 +521,15 @@ def test_a_default_module_computes_float32_input_in_float32(name, shape):
             _float32_step(module.train(mode == "train"), x_host, dy_host) for module in (default, single)
         )
         assert y.dtype == "float32" and dx.dtype == np.float32
-        np.testing.assert_array_equal(y.numpy(), y32.numpy(), err_msg=mode)
-        np.testing.assert_array_equal(dx, dx32, err_msg=mode)
+        # Training uses the batch's own statistics: the same float32 numbers, bit for bit. In
+        # eval the running statistics were accumulated in float64 in one module and in float32
+        # in the other, so they may differ in the last float32 bit.
+        same = np.testing.assert_array_equal if mode == "train" else _equal_to_float32_rounding
+        same(y.numpy(), y32.numpy(), err_msg=mode)
+        same(dx, dx32, err_msg=mode)
         for (pname, p), p32 in zip(default.named_parameters(), single.parameters()):
             assert p.grad.dtype == np.float64, pname
-            np.testing.assert_array_equal(p.grad, p32.grad.astype(np.float64), err_msg=f"{mode} {pname}")
+            same(p.grad, p32.grad.astype(np.float64), err_msg=f"{mode} {pname}")
             p.grad = p32.grad = None
     for buffer in ("running_mean", "running_var"):
         if hasattr(default, buffer):
