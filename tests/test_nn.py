@@ -389,3 +389,23 @@ def test_module_to_dtype_casts_only_floating_buffers():
     norm = tn.nn.BatchNorm1d(3).to("float32")
     assert norm.running_mean.dtype == np.float32
     assert norm.num_batches_tracked.dtype == np.int64
+
+
+def test_a_shared_parameter_is_listed_and_stepped_once_as_in_pytorch():
+    first, second = tn.nn.Linear(3, 3), tn.nn.Linear(3, 3)
+    second.weight = first.weight  # tied weights
+    model = tn.nn.Sequential(first, second)
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.bias"]
+    assert [n for n, _ in model.named_parameters(remove_duplicate=False)] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+    ]
+    before = first.weight.numpy().copy()
+    first.weight.grad = np.ones((3, 3))
+    for p in (first.bias, second.bias):
+        p.grad = np.zeros(3)
+    tn.optim.SGD(model.parameters(), lr=0.5).step()
+    np.testing.assert_allclose(first.weight.numpy(), before - 0.5)  # one step, not two

@@ -73,13 +73,25 @@ class Module:
         for name, child in self.named_children():
             yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name)
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """``(name, parameter)`` pairs, this module's first, then each child's."""
+    def named_parameters(self, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """``(name, parameter)`` pairs, this module's first, then each child's.
+
+        A parameter shared by two modules (tied weights) is listed once, under its first
+        name, as in PyTorch: an optimizer must not step it twice. ``remove_duplicate=False``
+        lists every name."""
+        seen: set[int] = set()
+        for name, p in self._named_parameters_with_duplicates(prefix):
+            if remove_duplicate and id(p) in seen:
+                continue
+            seen.add(id(p))
+            yield name, p
+
+    def _named_parameters_with_duplicates(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, value in vars(self).items():
             if isinstance(value, Parameter):
                 yield prefix + name, value
         for name, child in self.named_children():
-            yield from child.named_parameters(prefix=f"{prefix}{name}.")
+            yield from child._named_parameters_with_duplicates(f"{prefix}{name}.")
 
     def parameters(self) -> Iterator[Parameter]:
         for _, p in self.named_parameters():
