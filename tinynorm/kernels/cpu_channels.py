@@ -46,7 +46,7 @@ from .blocks import (
     sub_,
     sum_partials,
 )
-from .cpu_rows import _cast, _layer_norm_backward_block
+from .cpu_rows import cast_like, layer_norm_backward_block
 
 
 # ---- GroupNorm: blocks of whole samples ---------------------------------------------------------
@@ -75,7 +75,7 @@ def _group_norm_block(
     y = xp.reshape(xhat, (samples, channels, x.shape[1] // channels))  # weight and bias act per channel
     y = y if weight is None else mul_(y, weight, out=y)
     y = y if bias is None else add_(y, bias, out=y)
-    return _cast(xp.reshape(y, x.shape), x), mean, rstd
+    return cast_like(xp.reshape(y, x.shape), x), mean, rstd
 
 
 def group_norm_backward(
@@ -121,7 +121,7 @@ def _group_norm_backward_block(
     g = dy if weight is None else xp.reshape(xp.reshape(dy, (samples, channels, length)) * weight, x.shape)
     out_groups = None if out is None else xp.reshape(out, groups)
     # LayerNorm's dx on the group rows, with g as the upstream gradient and no weight of its own.
-    dx, _, _ = _layer_norm_backward_block(
+    dx, _, _ = layer_norm_backward_block(
         xp.reshape(g, groups), xp.reshape(x, groups), mean, rstd, None, False, out_groups
     )
     return xp.reshape(dx, x.shape), dweight, dbias
@@ -206,7 +206,7 @@ def _batch_norm_by_samples(x: Any, weight: Any, bias: Any, eps: float) -> tuple[
         rows = slice(start, stop)
         centered = sub_(widen(x2[rows, ...]), mean_row, out=y2[rows, ...])
         y = normalize_rows(centered, scale, None, shift, out=centered)  # (x - mean) * rstd * weight + bias
-        y2[rows, ...] = _cast(y, x)
+        y2[rows, ...] = cast_like(y, x)
 
     for_each_row_block(block, x2)
     return xp.reshape(y2, x.shape), xp.reshape(mean, (channels, 1)), xp.reshape(rstd, (channels, 1))
@@ -249,7 +249,7 @@ def _batch_norm_backward_by_samples(
         dx = mul_(widen(dy2[rows, ...]), dy_factor, out=dx2[rows, ...])
         dx = sub_(dx, constant, out=dx)
         dx = sub_(dx, mul_(xhat, projection, out=xhat), out=dx)
-        dx2[rows, ...] = _cast(dx, x)
+        dx2[rows, ...] = cast_like(dx, x)
 
     for_each_row_block(block, x2)
     dweight = None if weight is None else sum_dy_xhat
@@ -277,7 +277,7 @@ def _batch_norm_by_channels(x: Any, weight: Any, bias: Any, eps: float) -> tuple
         mean, rstd, centered = centered_mean_rstd(rows, eps)
         scale = rstd if weight is None else rstd * weight[these, ...]
         y_rows = normalize_rows(centered, scale, None, None if bias is None else bias[these, ...], out=centered)
-        y[:, these, :] = from_channel_rows(_cast(y_rows, x), (x.shape[0], stop - start, x.shape[2]))
+        y[:, these, :] = from_channel_rows(cast_like(y_rows, x), (x.shape[0], stop - start, x.shape[2]))
         return mean, rstd
 
     per_block = _for_each_channel_block(block, x)
@@ -296,7 +296,7 @@ def _batch_norm_backward_by_channels(
         block_mean, block_rstd = mean[these, ...], rstd[these, ...]
         g = dy_rows if weight is None else dy_rows * weight[these, ...]
         # LayerNorm's dx on the channel rows, with g as the upstream gradient.
-        dx_rows, _, _ = _layer_norm_backward_block(g, x_rows, block_mean, block_rstd, None, False, None)
+        dx_rows, _, _ = layer_norm_backward_block(g, x_rows, block_mean, block_rstd, None, False, None)
         dx[:, these, :] = from_channel_rows(dx_rows, (x.shape[0], stop - start, x.shape[2]))
         # Per channel: dweight = rstd * sum(dy * (x - mean)), dbias = sum(dy), along the rows.
         dweight = None

@@ -27,7 +27,8 @@ from . import Kernel, register
 from .blocks import add_, blocked_backward, blocked_forward, column_sums, mul_, normalize_rows, row_sums, sub_, tanh_
 
 
-def _cast(a: Any, like: Any) -> Any:
+def cast_like(a: Any, like: Any) -> Any:
+    """``a`` in ``like``'s dtype (the result back in the input's dtype; no copy if it is already)."""
     return namespace_of(a).astype(a, like.dtype, copy=False)
 
 
@@ -42,17 +43,19 @@ def _layer_norm_block(x: Any, weight: Any, bias: Any, eps: float, out: Any) -> t
     # x - mean goes straight into y's memory: the two-pass variance computes it anyway.
     mean, rstd, centered = centered_mean_rstd(xw, eps, subtract=lambda a, b: sub_(a, b, out=out))
     y = normalize_rows(centered, rstd, weight, bias, out=centered)  # (x - mean) * rstd * weight + bias
-    return _cast(y, x), mean, rstd
+    return cast_like(y, x), mean, rstd
 
 
 def layer_norm_backward(dy: Any, x: Any, weight: Any, mean: Any, rstd: Any, with_bias: bool) -> tuple[Any, Any, Any]:
     """``layernorm.layer_norm_backward``, by row blocks."""
-    return blocked_backward(_layer_norm_backward_block, dy, x, (mean, rstd), weight, with_bias)
+    return blocked_backward(layer_norm_backward_block, dy, x, (mean, rstd), weight, with_bias)
 
 
-def _layer_norm_backward_block(
+def layer_norm_backward_block(
     dy: Any, x: Any, mean: Any, rstd: Any, weight: Any, with_bias: bool, out: Any
 ) -> tuple[Any, Any, Any]:
+    """LayerNorm's backward on one block of rows (the channel kernels run it on group and
+    channel rows too); ``out`` is memory ``dx`` may be written into."""
     # xhat = centered * rstd is never stored: rstd is one number per row, so it comes out
     # of every sum and is applied to the per-row results instead of to a whole array.
     n = x.shape[1]
@@ -68,7 +71,7 @@ def _layer_norm_backward_block(
     dx = sub_(g, mean_g, out=out)
     dx = sub_(dx, mul_(centered, rstd * mean_g_xhat, out=centered), out=dx)
     dx = mul_(dx, rstd, out=dx)
-    return _cast(dx, x), dweight, dbias
+    return cast_like(dx, x), dweight, dbias
 
 
 # ---- RMSNorm --------------------------------------------------------------------------------
@@ -81,7 +84,7 @@ def _rms_norm_block(x: Any, weight: Any, bias: Any, eps: float, out: Any) -> tup
     xw = widen(x)
     rstd = rms_rstd(xw, eps)
     y = normalize_rows(xw, rstd, weight, bias, out=out)  # x * rstd * weight + bias
-    return _cast(y, x), rstd
+    return cast_like(y, x), rstd
 
 
 def rms_norm_backward(dy: Any, x: Any, weight: Any, rstd: Any, with_bias: bool) -> tuple[Any, Any, Any]:
@@ -97,7 +100,7 @@ def _rms_norm_backward_block(
     g = dy * weight if weight is not None else dy
     dweight = column_sums(dy * xhat) if weight is not None else None
     dbias = column_sums(dy) if with_bias else None
-    return _cast(rms_norm_dx_(g, xhat, rstd, out=out), x), dweight, dbias
+    return cast_like(rms_norm_dx_(g, xhat, rstd, out=out), x), dweight, dbias
 
 
 def rms_norm_dx_(g: Any, xhat: Any, rstd: Any, out: Any = None) -> Any:
@@ -139,7 +142,7 @@ def _scale_norm_block(x: Any, g: Any, eps: float, out: Any) -> tuple[Any, Any]:
     norm = row_norm(xw)
     denom, _ = scalenorm.clamp(norm, eps)
     y = mul_(xw, g / denom, out=out)  # g * x / denom: one number per row multiplies x
-    return _cast(y, x), norm
+    return cast_like(y, x), norm
 
 
 def scale_norm_backward(dy: Any, x: Any, g: Any, norm: Any, eps: float) -> tuple[Any, Any]:
@@ -159,7 +162,7 @@ def _scale_norm_backward_block(dy: Any, x: Any, norm: Any, g: Any, eps: float, o
     dx = mul_(u, projection, out=u)
     dx = sub_(dy, dx, out=dx)
     dx = mul_(dx, g / denom, out=out)
-    return _cast(dx, x), dg
+    return cast_like(dx, x), dg
 
 
 register(
@@ -183,7 +186,7 @@ def _partial_rms_norm_block(x: Any, weight: Any, bias: Any, k: int, eps: float, 
     xw = widen(x)
     rstd = rms_rstd(xw[:, :k], eps)  # the statistic sees the first k features
     y = normalize_rows(xw, rstd, weight, bias, out=out)  # ... and divides all of them
-    return _cast(y, x), rstd
+    return cast_like(y, x), rstd
 
 
 def partial_rms_norm_backward(dy: Any, x: Any, weight: Any, rstd: Any, k: int, with_bias: bool) -> tuple[Any, Any, Any]:
@@ -205,7 +208,7 @@ def _partial_rms_norm_backward_block(
     term[:, k:] = 0
     dx = sub_(g, term, out=term)
     dx = mul_(dx, rstd, out=out)
-    return _cast(dx, x), dweight, dbias
+    return cast_like(dx, x), dweight, dbias
 
 
 register(
@@ -233,7 +236,7 @@ def _rms_norm_tanh_block(x: Any, alpha: Any, weight: Any, eps: float, out: Any) 
     y = tanh_(y, out=y)  # tanh(alpha * n)
     if weight is not None:
         y = mul_(y, weight, out=y)
-    return _cast(y, x), rstd
+    return cast_like(y, x), rstd
 
 
 def rms_norm_tanh_backward(dy: Any, x: Any, alpha: Any, weight: Any, rstd: Any) -> tuple[Any, Any, Any]:
@@ -257,7 +260,7 @@ def _rms_norm_tanh_backward_block(
     dalpha = column_sums(n * t)
     dalpha = xp.sum(dalpha) if alpha.ndim == 0 else dalpha
     dn = mul_(t, alpha, out=t)
-    return _cast(rms_norm_dx_(dn, n, rstd, out=out), x), dalpha, dweight
+    return cast_like(rms_norm_dx_(dn, n, rstd, out=out), x), dalpha, dweight
 
 
 register(
@@ -284,7 +287,7 @@ def rms_norm_matrix_forward(x: Any, weight: Any, eps: float) -> tuple[Any, Any]:
     # commutes with scaling it, so the product is taken on x.
     y = xp.matmul(xw, xp.matrix_transpose(weight))
     y = mul_(y, rstd, out=y)
-    return _cast(y, x), rstd
+    return cast_like(y, x), rstd
 
 
 def rms_norm_matrix_backward(dy: Any, x: Any, weight: Any, rstd: Any) -> tuple[Any, Any]:
@@ -294,7 +297,7 @@ def rms_norm_matrix_backward(dy: Any, x: Any, weight: Any, rstd: Any) -> tuple[A
     xhat = widen(x) * rstd
     dweight = xp.matmul(xp.matrix_transpose(dy), xhat)
     g = xp.matmul(dy, weight)
-    return _cast(rms_norm_dx_(g, xhat, rstd, out=g), x), dweight
+    return cast_like(rms_norm_dx_(g, xhat, rstd, out=g), x), dweight
 
 
 register(
@@ -323,7 +326,7 @@ def _dyt_block(x: Any, alpha: Any, weight: Any, bias: Any, out: Any) -> tuple[An
         y = mul_(y, weight, out=y)
     if bias is not None:
         y = add_(y, bias, out=y)
-    return (_cast(y, x),)
+    return (cast_like(y, x),)
 
 
 def dyt_backward(dy: Any, x: Any, alpha: Any, weight: Any, with_bias: bool) -> tuple[Any, Any, Any, Any]:
@@ -347,7 +350,7 @@ def _dyt_backward_block(
     # dalpha = sum of x * dt over every element, taken as per-row dot products (no x * dt array).
     dalpha = xp.sum(row_sum_of_product(xw, dt))
     dx = mul_(dt, alpha, out=out)
-    return _cast(dx, x), dalpha, dweight, dbias
+    return cast_like(dx, x), dalpha, dweight, dbias
 
 
 register(Kernel("dyt", "numpy", dyt_forward, dyt_backward, lesson=(dyt.dyt_forward, dyt.dyt_backward)))
@@ -368,7 +371,7 @@ def _dynamic_range_norm_block(
     mean, rstd, centered = centered_mean_rstd(widen(x), eps, correction, subtract=lambda a, b: sub_(a, b, out=out))
     xhat = mul_(centered, rstd, out=centered)
     y = normalize_rows(xhat, rstd ** (p - 1), weight, bias, out=xhat)  # xhat * rstd**(p - 1) * weight + bias
-    return _cast(y, x), mean, rstd
+    return cast_like(y, x), mean, rstd
 
 
 def dynamic_range_norm_backward(
@@ -399,7 +402,7 @@ def _dynamic_range_norm_backward_block(
     dx = add_(dx, row_mean(g), out=dx)
     dx = sub_(g, dx, out=dx)
     dx = mul_(dx, gain, out=out)
-    return _cast(dx, x), dweight, dbias, dp, deps
+    return cast_like(dx, x), dweight, dbias, dp, deps
 
 
 register(
