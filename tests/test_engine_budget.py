@@ -8,7 +8,10 @@ from pathlib import Path
 import tinynorm
 
 CORE = ("tensor.py", "autograd.py", "backend.py")
-BUDGET = 450  # lines of code: not blank, not comments, not docstrings (388 when the budget was set)
+# Lines of code: not blank, not comments, not docstrings. 388 when the budget was set at 450; raised to
+# 530 for higher-order gradients (create_graph, which runs a node's forward again on Tensors, and
+# tn.grad, torch.autograd.grad's twin): 84 lines that an engine without them would not need.
+BUDGET = 530
 
 
 def _code_lines(path: Path) -> int:

@@ -8,7 +8,7 @@ tn.gradcheck(tn.nn.RMSNorm(8), x)
 """
 
 from . import backend, kernels, nn, ops, optim, registry  # noqa: E402,F401,I001  (nn registers the norms)
-from .autograd import Context, Function, is_grad_enabled, no_grad
+from .autograd import Context, Function, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import BackendUnavailableError, get_backend, set_backend, use_backend
 from .gradcheck import (
     GradcheckError,
@@ -16,6 +16,8 @@ from .gradcheck import (
     GradcheckWarning,
     analytical_jacobian,
     gradcheck,
+    gradgradcheck,
+    higher_order_gradcheck,
     numerical_jacobian,
 )
 from .ops import (
@@ -88,9 +90,13 @@ __all__ = [
     "float64",
     "from_numpy",
     "get_backend",
+    "grad",
     "gradcheck",
+    "gradgradcheck",
+    "higher_order_gradcheck",
     "is_grad_enabled",
     "log",
+    "log1p",
     "log_softmax",
     "manual_seed",
     "matmul",
@@ -111,6 +117,7 @@ __all__ = [
     "relu",
     "reshape",
     "set_backend",
+    "set_grad_enabled",
     "sigmoid",
     "softmax",
     "sqrt",

@@ -112,7 +112,16 @@ def backend_of(array: Any) -> str:
 
 
 def namespace_of(array: Any) -> ModuleType:
-    """The array namespace (``xp``) an array belongs to: ``numpy``, ``cupy`` or ``array_api_strict``."""
+    """The array namespace (``xp``) an array belongs to: ``numpy``, ``cupy`` or ``array_api_strict``.
+
+    A ``tn.Tensor`` answers with its own (``Tensor.__array_namespace__``, the Array API's hook):
+    the same functions, recorded by autograd (``tinynorm/graph_xp.py``). That is how a formula
+    written for arrays runs on Tensors when a gradient must itself be differentiable."""
+    if isinstance(array, np.ndarray):
+        return np
+    name = backend_of_or_none(array)
+    if name is None and hasattr(array, "__array_namespace__"):
+        return array.__array_namespace__()
     return namespace(backend_of(array))
 
 

@@ -98,6 +98,7 @@ class GradcheckResult:
     failures: list[GradcheckFailure] = field(default_factory=list)
     atol: float = 1e-5
     rtol: float = 1e-3
+    check: str = "gradcheck"  # or "gradgradcheck", "third-order check"
 
     def __bool__(self) -> bool:
         return self.passed
@@ -105,10 +106,10 @@ class GradcheckResult:
     def report(self) -> str:
         if self.passed:
             return (
-                f"gradcheck passed ({self.mode} mode): max abs error {self.max_abs_error:.3g}, "
+                f"{self.check} passed ({self.mode} mode): max abs error {self.max_abs_error:.3g}, "
                 f"max rel error {self.max_rel_error:.3g}"
             )
-        lines = [f"gradcheck failed ({self.mode} mode); allowed |a - n| <= {self.atol} + {self.rtol} * |n|:"]
+        lines = [f"{self.check} failed ({self.mode} mode); allowed |a - n| <= {self.atol} + {self.rtol} * |n|:"]
         lines += [f"  - {f}" for f in self.failures]
         return "\n".join(lines)
 
@@ -121,7 +122,8 @@ def _as_tuple(inputs: Any) -> tuple[Any, ...]:
 def checked_tensors(fn: Callable[..., Tensor], inputs: Any) -> list[tuple[str, Tensor]]:
     """The tensors whose gradients are checked: inputs that require grad, then the
     parameters of ``fn`` when it is a module."""
-    targets = [(f"input {i}", t) for i, t in enumerate(_as_tuple(inputs)) if isinstance(t, Tensor) and t.requires_grad]
+    names = getattr(fn, "input_names", None) or [f"input {i}" for i in range(len(_as_tuple(inputs)))]
+    targets = [(names[i], t) for i, t in enumerate(_as_tuple(inputs)) if isinstance(t, Tensor) and t.requires_grad]
     if hasattr(fn, "named_parameters"):
         targets += [(name, p) for name, p in fn.named_parameters() if p.requires_grad]
     return targets
@@ -280,6 +282,7 @@ def gradcheck(
     fast: bool = False,
     seed: int = 0,
     raise_exception: bool = True,
+    _check: str = "gradcheck",
 ) -> bool | GradcheckResult:
     """Compare ``fn``'s backward with central finite differences.
 
@@ -316,7 +319,7 @@ def gradcheck(
     low = sorted({str(t.dtype) for _, t in targets if t.dtype != t.xp.float64})
     if low:
         warnings.warn(
-            f"gradcheck: inputs of dtype {low}; the tolerances assume float64 (finite "
+            f"{_check}: inputs of dtype {low}; the tolerances assume float64 (finite "
             "differences in float32 have round-off errors near 1e-2)",
             GradcheckWarning,
             stacklevel=2,
@@ -344,7 +347,7 @@ def gradcheck(
             comparisons.append((name, "jacobian", ana, num, t.shape, out_shape))
             comparisons.append((name, "random upstream", g, (v.ravel() @ num).reshape(t.shape), t.shape, None))
 
-    result = GradcheckResult(passed=True, mode="fast" if fast else "full", atol=atol, rtol=rtol)
+    result = GradcheckResult(passed=True, mode="fast" if fast else "full", atol=atol, rtol=rtol, check=_check)
     for name, check, analytical, numerical, shape, jacobian_out_shape in comparisons:
         max_abs, max_rel, failure = _compare(name, check, analytical, numerical, atol, rtol, shape, jacobian_out_shape)
         result.max_abs_error = max(result.max_abs_error, max_abs)
@@ -358,3 +361,116 @@ def gradcheck(
             raise GradcheckError(result)
         return True
     return result
+
+
+# ---- higher orders: the same check, on the gradient as a function ------------------------------
+ORDER_NAMES = {2: "gradgradcheck", 3: "third-order check"}
+
+
+class GradientOf:
+    """``fn``'s gradient as a function of ``fn``'s inputs and of an upstream gradient ``v``:
+
+        (*inputs, v) -> the gradients of ``v . fn(*inputs)`` w.r.t. every checked tensor, flattened
+
+    computed with ``create_graph=True``, so it has a backward of its own. ``gradcheck`` of this
+    function is ``gradgradcheck`` of ``fn``: finite differences of the first-order gradient
+    against its analytical derivative. ``GradientOf(GradientOf(fn))`` is one order higher.
+    A module's parameters stay parameters (``named_parameters``), so they are checked too.
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], inputs: Any, upstream_name: str) -> None:
+        self.fn = fn
+        n = len(_as_tuple(inputs))
+        self.input_names = [*(getattr(fn, "input_names", None) or [f"input {i}" for i in range(n)]), upstream_name]
+
+    def named_parameters(self) -> Any:
+        return self.fn.named_parameters() if hasattr(self.fn, "named_parameters") else iter(())
+
+    def __call__(self, *args: Any) -> Tensor:
+        from . import ops
+        from .autograd import grad, set_grad_enabled
+
+        inputs, v = args[:-1], args[-1]
+        targets = [t for _, t in checked_tensors(self.fn, inputs)]
+        with set_grad_enabled(True):  # a gradient is needed even where the caller records none
+            out = _output(self.fn, inputs)
+            grads = grad(out, targets, v, create_graph=True, allow_unused=True)
+        flat = [ops.reshape(g if g is not None else t * 0.0, (-1,)) for g, t in zip(grads, targets)]
+        return ops.cat(flat, axis=0)
+
+
+def higher_order_gradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Any,
+    order: int = 2,
+    grad_outputs: Any = None,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    fast: bool = False,
+    seed: int = 0,
+    raise_exception: bool = True,
+) -> bool | GradcheckResult:
+    """Check the derivative of order ``order`` (2 or 3) of ``fn`` against finite differences of
+    the derivative one order lower, with random upstream gradients at every order (never sums).
+
+    Order 2 is ``gradgradcheck``. Order 3 differentiates the second-order gradient once more;
+    with ``fast=True`` it compares a directional third derivative ``w^T D^3 u`` with the central
+    difference of the second-order gradient along ``u``. The upstream gradients are inputs of the
+    checked function, so the derivatives with respect to them are checked too; they are named
+    ``grad_outputs`` (order 1) and ``grad_outputs_2`` (order 2) in the report.
+    """
+    if order not in ORDER_NAMES:
+        raise ValueError(f"higher_order_gradcheck: order must be 2 or 3, got {order!r}")
+    rng = np.random.default_rng(seed + 1)  # not the upstream gradcheck itself draws from `seed`
+    wrapped, args = fn, tuple(_as_tuple(inputs))
+    for k in range(1, order):
+        out_shape = _forward_host(wrapped, args).shape
+        given = grad_outputs if k == 1 and grad_outputs is not None else None
+        v_host = rng.standard_normal(out_shape) if given is None else np.asarray(given, dtype=np.float64)
+        out = _output(wrapped, args)
+        v = Tensor(out.xp.astype(out.xp.asarray(v_host), out.dtype), requires_grad=True)
+        wrapped = GradientOf(wrapped, args, "grad_outputs" if k == 1 else f"grad_outputs_{k}")
+        args = (*args, v)
+    return gradcheck(
+        wrapped,
+        args,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        fast=fast,
+        seed=seed,
+        raise_exception=raise_exception,
+        _check=ORDER_NAMES[order],
+    )
+
+
+def gradgradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Any,
+    grad_outputs: Any = None,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    fast: bool = False,
+    seed: int = 0,
+    raise_exception: bool = True,
+) -> bool | GradcheckResult:
+    """Check second derivatives, as ``torch.autograd.gradgradcheck``: ``gradcheck`` of the
+    first-order gradient ``(*inputs, v) -> d(v . fn)/d(inputs)``, built with
+    ``create_graph=True``. ``grad_outputs`` is that ``v`` (random normal by default, never
+    ones). The arguments and the report are ``gradcheck``'s (``higher_order_gradcheck``)."""
+    return higher_order_gradcheck(
+        fn,
+        inputs,
+        2,
+        grad_outputs,
+        eps=eps,
+        atol=atol,
+        rtol=rtol,
+        fast=fast,
+        seed=seed,
+        raise_exception=raise_exception,
+    )

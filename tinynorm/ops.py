@@ -222,6 +222,20 @@ class Log(Function):
         return grad / a
 
 
+class Log1p(Function):
+    """``log(1 + a)``, accurate for tiny ``a`` (where ``1 + a`` would round to 1)."""
+
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        ctx.save_for_backward(a)
+        return namespace_of(a).log1p(a)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (a,) = ctx.saved_tensors
+        return grad / (1 + a)
+
+
 class Sqrt(Function):
     @staticmethod
     def forward(ctx: Context, a: Any) -> Any:
@@ -276,7 +290,7 @@ class Maximum(Function):
     def backward(ctx: Context, grad: Any) -> tuple[Any, Any]:
         a, b = ctx.saved_tensors
         xp = namespace_of(a)
-        share_a = xp.astype(a > b, grad.dtype) + 0.5 * xp.astype(a == b, grad.dtype)
+        share_a = xp.astype(xp.greater(a, b), grad.dtype) + 0.5 * xp.astype(xp.equal(a, b), grad.dtype)
         return sum_to(grad * share_a, a.shape), sum_to(grad * (1 - share_a), b.shape)
 
 
@@ -480,7 +494,7 @@ class Max(Function):
     def backward(ctx: Context, grad: Any) -> Any:
         a, out, axes, keepdims = ctx.saved_tensors
         xp = namespace_of(a)
-        is_max = xp.astype(a == out, grad.dtype)
+        is_max = xp.astype(xp.equal(a, out), grad.dtype)
         count = xp.sum(is_max, axis=axes, keepdims=True)
         return _expand_reduced(grad, tuple(a.shape), axes, keepdims) * is_max / count
 
@@ -540,15 +554,35 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx: Context, a: Any, index: Any) -> Any:
-        ctx.save_for_backward(tuple(a.shape), a.dtype, index)
+        ctx.save_for_backward(tuple(a.shape), index)
         return a[index]
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> Any:
-        shape, dtype, index = ctx.saved_tensors
-        full = namespace_of(grad).zeros(shape, dtype=dtype)
+        shape, index = ctx.saved_tensors
+        if isinstance(grad, Tensor):  # differentiating a backward: the scatter is recorded too
+            return ScatterSlice.apply(grad, shape=shape, index=index)
+        return ScatterSlice.forward(None, grad, shape, index)
+
+
+class ScatterSlice(Function):
+    """Zeros of ``shape`` with ``grad`` written at ``index``: GetItem's backward, as an op of its own
+    so that it can be differentiated (its backward is the slicing again)."""
+
+    @staticmethod
+    def forward(ctx: Context | None, grad: Any, shape: tuple[int, ...], index: Any) -> Any:
+        if ctx is not None:
+            ctx.save_for_backward(index)
+            if ctx.recomputing:  # only the saved index is needed to differentiate the backward
+                return None
+        full = namespace_of(grad).zeros(shape, dtype=grad.dtype)
         full[index] = grad  # basic slicing never selects an element twice
         return full
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (index,) = ctx.saved_tensors
+        return grad[index]
 
 
 class Cat(Function):
@@ -624,6 +658,11 @@ def exp(a: Tensor) -> Tensor:
 
 def log(a: Tensor) -> Tensor:
     return Log.apply(a)
+
+
+def log1p(a: Tensor) -> Tensor:
+    """``log(1 + a)``, accurate for tiny ``a``."""
+    return Log1p.apply(a)
 
 
 def sqrt(a: Tensor) -> Tensor:
@@ -937,6 +976,7 @@ def stack(tensors: Sequence[Tensor], axis: int | None = None, *, dim: int | None
 # ``t.var(dim=0)`` is ``var(t, dim=0)``: each function here takes the tensor first, so the function
 # itself serves as the method, with its one signature and docstring (tensor.py has the other methods).
 for _name in (
-    "exp log sqrt tanh abs relu sigmoid softmax log_softmax clamp sum mean max min var std unsqueeze squeeze flatten"
+    "exp log log1p sqrt tanh abs relu sigmoid softmax log_softmax clamp "
+    "sum mean max min var std unsqueeze squeeze flatten"
 ).split():
     setattr(Tensor, _name, globals()[_name])

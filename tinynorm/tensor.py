@@ -63,6 +63,7 @@ class Tensor:
         self._fn: type | None = None  # the Function that made this tensor
         self._ctx: Any = None  # that Function's saved state, freed by backward
         self._parents: tuple[Tensor | None, ...] = ()
+        self._kwargs: dict[str, Any] = {}  # the Function's keyword arguments, to run its forward again
         self._retains_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -87,6 +88,13 @@ class Tensor:
     @property
     def backend(self) -> str:
         return backend.backend_of(self.data)
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        """The Array API hook: the namespace whose functions, given Tensors, record the graph
+        (``tinynorm/graph_xp.py``). ``namespace_of(t)`` returns it."""
+        from .graph_xp import namespace_for
+
+        return namespace_for(self.backend)
 
     @property
     def xp(self) -> ModuleType:
@@ -184,19 +192,25 @@ class Tensor:
         return self.to("float16")
 
     # ---- autograd -----------------------------------------------------------
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False) -> None:
         """Compute d(self)/d(leaf), weighted by ``grad``, into every leaf's ``.grad``.
 
         ``grad`` is dL/d(self): it may be left out only when self has one element.
         Gradients accumulate (``+=``) into ``.grad``, as in PyTorch: call
-        ``zero_grad()`` (or set ``.grad = None``) between steps.
+        ``zero_grad()`` (or set ``.grad = None``) between steps. ``retain_graph``
+        keeps the graph for another backward (default: ``create_graph``).
+
+        ``create_graph=True`` records the backward itself, so the gradients can be
+        differentiated again (as PyTorch): ``.grad`` is then a Tensor with a graph, not
+        a backend array. See ``tn.grad`` and ``docs/higher_order.md``.
         """
         if not self.requires_grad:
             raise RuntimeError(
                 "backward: this tensor does not require grad (no input of the computation "
                 "had requires_grad=True, or it was computed under tn.no_grad())"
             )
-        autograd.backward(self, autograd.as_backend_grad(self, grad), retain_graph)
+        retain = create_graph if retain_graph is None else retain_graph
+        autograd.backward([self], [autograd.upstream(self, grad, create_graph)], retain, create_graph)
 
     # ---- operators: each forwards to a Function in ops.py -------------------
     def __add__(self, other: Any) -> Tensor:

@@ -64,10 +64,14 @@ def pick(name: str, x: Any, *arrays: Any) -> tuple[Callable[..., Any], Callable[
     """The kernel ``name``'s ``(forward, backward)`` on ``x``'s backend, or ``None``.
 
     ``None`` (the lesson runs) when kernels are disabled, when no such kernel is
-    registered for this backend, or when the kernel does not handle these arrays.
+    registered for this backend, or when the kernel does not handle these arrays. Kernels
+    are first-order only: given Tensors (a backward differentiated with ``create_graph=True``)
+    the answer is ``None``, and the lesson's plain formulas run on the Tensors.
     """
     if not _enabled.get():
         return None
+    if any(a is not None and backend.backend_of_or_none(a) is None for a in (x, *arrays)):
+        return None  # Tensors: a backward being differentiated runs the lesson
     _load(backend.backend_of(x))
     kernel = KERNELS.get((name, backend.backend_of(x)))
     if kernel is None or not kernel.supports(x, *arrays):

@@ -197,7 +197,7 @@ class BatchNormFunction(Function):
         w, b = (in_compute_dtype(per_channel(p), x) for p in (weight, bias))
         forward, _ = kernels.pick("batch_norm", x3, w, b) or (batch_norm_forward, batch_norm_backward)
         y3, mean, rstd = forward(x3, w, b, eps)
-        if running is not None:
+        if running is not None and not ctx.recomputing:  # run again for create_graph: update once only
             update_running_stats(*running, mean, rstd, eps, count=x3.shape[0] * x3.shape[2])
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         return namespace_of(x).reshape(y3, x.shape)

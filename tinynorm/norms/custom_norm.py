@@ -159,6 +159,11 @@ def sigmoid(xp: Any, r: Any) -> Any:
     return xp.exp(r - softplus(xp, r))
 
 
+def scalar_value(a: Any) -> Any:
+    """A 0-d array as a Python float; a 0-d Tensor (a backward being differentiated) as itself."""
+    return a if isinstance(a, Tensor) else float(a)
+
+
 def eps_raw_for(eps: float, eps_min: float = EPS_MIN) -> float:
     """The ``eps_raw`` that gives epsilon ``eps``: the inverse of ``eps_min + softplus``."""
     return math.log(math.expm1(eps - eps_min))
@@ -185,9 +190,10 @@ class DynamicRangeNormFunction(Function):
         eps_min: float,
         correction: int,
     ) -> Any:
-        # The two scalars as Python floats: they then take the dtype of x in arithmetic.
-        p_value = fixed_p if p is None else float(p)
-        eps = fixed_eps if eps_raw is None else eps_min + float(softplus(namespace_of(eps_raw), eps_raw))
+        # The two scalars as Python floats: they then take the dtype of x in arithmetic. Run again on
+        # Tensors (create_graph), they stay Tensors, so that the gradient's dependence on them is kept.
+        p_value = fixed_p if p is None else scalar_value(p)
+        eps = fixed_eps if eps_raw is None else eps_min + scalar_value(softplus(namespace_of(eps_raw), eps_raw))
         n = math.prod(normalized_shape)
         x2 = as_rows(x, n)
         w, b = (in_compute_dtype(as_vector(q, n), x) for q in (weight, bias))
