@@ -44,6 +44,34 @@ def test_check_fast_passes_and_exits_0():
     assert "op matmul" in done.stdout and "layernorm [explicit]" in done.stdout
 
 
+@pytest.mark.parametrize(("order", "what"), [("2", "second derivatives"), ("3", "third derivatives")])
+def test_check_order_2_and_3_run_every_op_and_norm_and_pass(order, what, capsys):
+    assert exit_code(["check", "--order", order, "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert what in out and out.strip().endswith("all passed")
+    assert "op getitem" in out and "layernorm [explicit]" in out and "batchnorm2d [autograd]" in out
+
+
+def test_check_order_3_fails_and_names_the_input_when_statistics_have_no_history(monkeypatch, capsys):
+    from tinynorm.norms import rmsnorm
+    from tinynorm.tensor import Tensor
+
+    forward = rmsnorm.RMSNormFunction.forward
+
+    def planted(ctx, *args, **kwargs):  # run again for create_graph, rstd is saved as a constant
+        y = forward(ctx, *args, **kwargs)
+        if ctx.recomputing:
+            *rest, rstd = ctx.saved_tensors
+            ctx.saved_tensors = (*rest, Tensor(rstd.data))
+        return y
+
+    monkeypatch.setattr(rmsnorm.RMSNormFunction, "forward", staticmethod(planted))
+    assert exit_code(["check", "--order", "3", "--only", "rmsnorm"]) == 1
+    out = capsys.readouterr().out
+    assert "rmsnorm [explicit]" in out and "third-order check failed" in out and "'input 0'" in out
+    assert "1 failed" in out  # the autograd reference, composed from ops, is still right
+
+
 def test_check_only_one_op_in_full_mode_exits_0():
     done = run("check", "--only", "matmul")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -2,7 +2,8 @@
 
 * ``check``: gradcheck every registered op and norm (each norm with its
   explicit backward and with its autograd reference) and print a table;
-  the exit code is 1 when a check fails.
+  the exit code is 1 when a check fails. ``--order 2`` checks second derivatives
+  (gradgradcheck), ``--order 3`` third derivatives (a directional check).
 * ``list``: list the registered ops and norms (``--verbose`` adds their parameters).
 * ``exercises``: write the exercise notebooks, for students or with the solutions.
 """
@@ -18,11 +19,12 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import backend
-from .gradcheck import GradcheckResult, GradcheckWarning, gradcheck
+from .gradcheck import GradcheckResult, GradcheckWarning, gradcheck, higher_order_gradcheck
 from .registry import NORMS, OPS, unknown_name
 
 LIST_HINT = "'python -m tinynorm list' lists every op and norm"
@@ -66,16 +68,28 @@ def _row(name: str, result: GradcheckResult) -> str:
     )
 
 
-def check(backend_name: str, fast: bool, only: str | None) -> int:
+def check(backend_name: str, fast: bool, only: str | None, order: int = 1) -> int:
     """Gradcheck every op and norm, or only the one named ``only``; return the number of failures.
 
+    ``order`` 2 runs gradgradcheck, 3 the third-order check (always in fast mode: one
+    directional third derivative per input, against finite differences of the second).
     An unknown ``only`` is a ``KeyError`` naming the close matches (never a table that
     checked nothing).
     """
     if only is not None:
         op_or_norm(only)
+    if order not in (1, 2, 3):
+        raise ValueError(f"order: expected 1, 2 or 3, got {order!r}")
     backend.namespace(backend_name)  # an unusable backend fails here, before the table header is printed
-    print(f"tinynorm check on backend {backend_name!r} ({'fast' if fast else 'full'} mode, float64)")
+    fast = fast or order == 3
+    what = {1: "", 2: " of second derivatives", 3: " of third derivatives"}[order]
+
+    def run(fn: Any, inputs: Any) -> GradcheckResult:
+        if order == 1:
+            return gradcheck(fn, inputs, fast=fast, raise_exception=False)
+        return higher_order_gradcheck(fn, inputs, order, fast=fast, raise_exception=False)
+
+    print(f"tinynorm check{what} on backend {backend_name!r} ({'fast' if fast else 'full'} mode, float64)")
     print(f"{'name':<32} {'max abs err':>12} {'max rel err':>12} {'atol/rtol':>12} {'err/tol':>9}  result", flush=True)
     failures = 0
     with backend.use_backend(backend_name), warnings.catch_warnings():
@@ -85,7 +99,7 @@ def check(backend_name: str, fast: bool, only: str | None) -> int:
                 continue
             inputs = op.inputs(np.random.default_rng(0))
             fn = (lambda *a, _op=op: _op.fn(*a, axis=(0, 2))) if op.kind == "reduction" else op.fn
-            result = gradcheck(fn, inputs, fast=fast, raise_exception=False)
+            result = run(fn, inputs)
             failures += not result.passed
             print(_row(f"op {name}", result))
         for name, spec in NORMS.items():
@@ -93,7 +107,7 @@ def check(backend_name: str, fast: bool, only: str | None) -> int:
                 continue
             for impl in ("explicit", "autograd"):
                 module, x = spec.build("3d", impl=impl)
-                result = gradcheck(module, x, fast=fast, raise_exception=False)
+                result = run(module, x)
                 failures += not result.passed
                 print(_row(f"{name} [{impl}]", result))
                 if not result.passed:
@@ -187,6 +201,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p_check.add_argument("--fast", action="store_true", help="one random projection instead of the whole Jacobian")
     p_check.add_argument("--only", metavar="NAME", type=_only, help=f"check just this op or norm ({LIST_HINT})")
+    p_check.add_argument(
+        "--order",
+        type=int,
+        default=1,
+        choices=(1, 2, 3),
+        help="1: gradients (default); 2: second derivatives (gradgradcheck); 3: third derivatives (fast mode)",
+    )
     p_list = sub.add_parser("list", help="list the registered ops and norms")
     p_list.add_argument(
         "--verbose", "-v", action="store_true", help="add what each norm computes, its parameters and its page"
@@ -208,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "exercises":
         return exercises(args.student, args.solutions, args.nbgrader, args.otter)
     try:
-        return 1 if check(args.backend, args.fast, args.only) else 0
+        return 1 if check(args.backend, args.fast, args.only, args.order) else 0
     except backend.BackendUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,9 +10,10 @@ forward again on its input Tensors, so that the statistics it saves (mean, rstd.
 carry their history, then runs the node's own backward on Tensors. The gradient that
 comes out is a Tensor with a graph, which can be differentiated again, to any order.
 
-What has no derivative comes back as a raw array: comparisons, ``isfinite``, ``sign``,
-``zeros_like``, ``arange``... (a constant is a constant). Mixing raw arrays and Tensors is
-fine; a function given no Tensor at all runs the backend's own.
+What has no derivative is a constant: booleans (comparisons, ``isfinite``...) come back as
+raw arrays, to be combined with ``&`` and used as ``where``'s condition; numbers (``sign``,
+``zeros_like``, ``arange``, a function given no Tensor at all) come back as constant Tensors,
+so that ``constant * tensor`` works with the constant on either side, on every backend.
 
 A formula that needs a function missing here gets an ``AttributeError`` saying so, rather
 than a gradient that silently leaves the graph. Add the function here, built from ops.
@@ -60,8 +61,9 @@ _CONSTANT = (
     "isfinite isnan isinf sign equal not_equal greater less greater_equal less_equal any all "
     "zeros_like ones_like full_like empty_like argmax argmin"
 ).split()
-# Names that take no array at all (dtypes, creation from shapes, finfo): the backend's own.
-_PASSED = "zeros ones full empty arange eye finfo iinfo isdtype result_type linspace".split()
+# Names that make new arrays from shapes, and names that give no array at all (the backend's own).
+_PASSED = "zeros ones full empty arange eye linspace".split()
+_NOT_ARRAYS = "finfo iinfo isdtype result_type".split()
 
 
 class GraphNamespace:
@@ -78,9 +80,11 @@ class GraphNamespace:
         raw = getattr(self._xp, name, None)
         if name in _RECORDED:
             return _either(_RECORDED[name], raw)
-        if name in _CONSTANT:
-            return lambda *args, **kwargs: raw(*(_data(a) for a in args), **{k: _data(v) for k, v in kwargs.items()})
-        if name in _PASSED or (raw is not None and (isinstance(raw, type) or not callable(raw))):  # dtypes, pi, nan
+        if name in _CONSTANT or name in _PASSED and name not in _NOT_ARRAYS:
+            return lambda *args, **kwargs: _constant(
+                raw(*(_data(a) for a in args), **{k: _data(v) for k, v in kwargs.items()})
+            )
+        if name in _NOT_ARRAYS or (raw is not None and (isinstance(raw, type) or not callable(raw))):  # dtypes, pi
             return raw
         raise AttributeError(
             f"xp.{name}: tinynorm's graph namespace has no {name!r}, so a formula that calls it cannot run on "
@@ -96,9 +100,17 @@ def _either(recorded: Any, raw: Any) -> Any:
         flat += [a for arg in args if isinstance(arg, (list, tuple)) for a in arg]
         if any(isinstance(a, Tensor) for a in flat):
             return recorded(*args, **kwargs)
-        return raw(*args, **kwargs)
+        return _constant(raw(*args, **kwargs))
 
     return call
+
+
+def _constant(array: Any) -> Any:
+    """A floating array as a constant Tensor (no history); booleans and integers stay raw."""
+    name = backend.backend_of_or_none(array)
+    if name is not None and backend.is_floating(array.dtype, backend.namespace(name)):
+        return Tensor(array)
+    return array
 
 
 def _data(value: Any) -> Any:
