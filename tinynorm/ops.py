@@ -262,6 +262,104 @@ class Tanh(Function):
         return grad * (1 - out * out)
 
 
+# W. J. Cody, "Rational Chebyshev approximations for the error function", Mathematics of
+# Computation 23 (1969) 631-637; the coefficients as published in his SPECFUN routine CALERF.
+# Three regions of |a|: erf itself up to 0.46875, then erfc(y) * exp(y**2) up to 4, then an
+# expansion in 1/y**2 beyond.
+_ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02, 3.20937758913846947e03)
+_ERF_A4 = 1.85777706184603153e-1
+_ERF_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03, 2.84423683343917062e03)
+_ERF_C = (
+    5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01, 2.98635138197400131e02,
+    8.81952221241769090e02, 1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03,
+)  # fmt: skip
+_ERF_C8 = 2.15311535474403846e-8
+_ERF_D = (
+    1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02, 1.62138957456669019e03,
+    3.29079923573345963e03, 4.36261909014324716e03, 3.43936767414372164e03, 1.23033935480374942e03,
+)  # fmt: skip
+_ERF_P = (
+    3.05326634961232344e-1,
+    3.60344899949804439e-1,
+    1.25781726111229246e-1,
+    1.60837851487422766e-2,
+    6.58749161529837803e-4,
+)
+_ERF_P5 = 1.63153871373020978e-2
+_ERF_Q = (
+    2.56852019228982242e00,
+    1.87295284992346047e00,
+    5.27905102951428412e-1,
+    6.05183413124413191e-2,
+    2.33520497626869185e-3,
+)
+_INV_SQRT_PI = 5.6418958354775628695e-1
+
+
+def _rational(z: Any, top: float, num: tuple[float, ...], den: tuple[float, ...]) -> Any:
+    """Cody's ``(((top*z + num0)*z + num1)...) / ((((z + den0)*z + den1)...)``, Horner's rule."""
+    xnum, xden = top * z, z
+    for n, d in zip(num[:-1], den[:-1]):
+        xnum, xden = (xnum + n) * z, (xden + d) * z
+    return (xnum + num[-1]) / (xden + den[-1])
+
+
+def erf_values(a: Any) -> Any:
+    """``erf`` of a raw array, with Array-API functions only (NumPy has no erf).
+
+    Within 2 units in the last place of float64 over the whole real line (measured in
+    ``tests/test_norms_derf_layerscale.py``); ``erf(+-inf) = +-1``, ``erf(nan) = nan``. Every
+    region is evaluated on every element (on ``|a|`` clipped into that region, so nothing
+    overflows) and ``where`` picks the right one: no Python branch on values.
+    """
+    xp = namespace_of(a)
+    y = xp.abs(a)
+    small = a * _rational(xp.minimum(y, 0.46875) ** 2, _ERF_A4, _ERF_A, _ERF_B)
+    # erfc(y) = exp(-y**2) * R(y); y**2 is split as ys**2 + (y - ys)(y + ys) with ys = y rounded
+    # down to 1/16, so that exp(-y**2) loses no digits to the rounding of y**2 (Cody's trick).
+    mid = xp.minimum(xp.maximum(y, 0.46875), 4.0)
+    big = xp.minimum(xp.maximum(y, 4.0), 6.0)  # erf(6) is 1 in float64 already
+    inv2 = 1 / (big * big)
+    ratio_mid = _rational(mid, _ERF_C8, _ERF_C, _ERF_D)
+    ratio_big = (_INV_SQRT_PI - inv2 * _rational(inv2, _ERF_P5, _ERF_P, _ERF_Q)) / big
+    yr = xp.where(y <= 4.0, mid, big)
+    ys = xp.trunc(yr * 16) / 16
+    erfc = xp.exp(-ys * ys) * xp.exp(-(yr - ys) * (yr + ys)) * xp.where(y <= 4.0, ratio_mid, ratio_big)
+    tail = (0.5 - erfc) + 0.5
+    tail = xp.where(y > 6.0, xp.ones_like(tail), tail)
+    tail = xp.where(a < 0, -tail, tail)
+    return xp.where(y <= 0.46875, small, xp.where(xp.isnan(a), a, tail))
+
+
+def erf_of(a: Any) -> Any:
+    """``erf(a)`` in ``a``'s namespace: its own ``erf`` where it has one, ``erf_values`` otherwise.
+
+    Tensors have one (``tinynorm/graph_xp.py``): the recorded ``Erf`` op, whose derivative is
+    the exact ``2/sqrt(pi) * exp(-a**2)``, not the derivative of Cody's approximation. So a
+    formula that calls ``erf_of`` is differentiated to any order through ``Erf``'s backward."""
+    xp = namespace_of(a)
+    return xp.erf(a) if hasattr(xp, "erf") else erf_values(a)
+
+
+class Erf(Function):
+    """``erf(a)``; backward ``grad * 2/sqrt(pi) * exp(-a**2)``.
+
+    A namespace with its own ``erf`` uses it (``erf_of``); NumPy and the Array API have
+    none, and get ``erf_values``.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, a: Any) -> Any:
+        out = erf_of(a)
+        ctx.save_for_backward(a)  # ``a``, not ``exp(-a**2)``: backward stays a formula in ``a``
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> Any:
+        (a,) = ctx.saved_tensors
+        return grad * (2 / math.sqrt(math.pi)) * namespace_of(a).exp(-a * a)
+
+
 class Abs(Function):
     """``|a|``; at 0 the gradient is taken as 0 (PyTorch's choice: sign(0) = 0)."""
 
@@ -673,6 +771,11 @@ def tanh(a: Tensor) -> Tensor:
     return Tanh.apply(a)
 
 
+def erf(a: Tensor) -> Tensor:
+    """The error function ``2/sqrt(pi) * integral from 0 to a of exp(-t**2) dt``, as ``torch.erf``."""
+    return Erf.apply(a)
+
+
 def abs(a: Tensor) -> Tensor:  # noqa: A001
     return Abs.apply(a)
 
@@ -976,7 +1079,7 @@ def stack(tensors: Sequence[Tensor], axis: int | None = None, *, dim: int | None
 # ``t.var(dim=0)`` is ``var(t, dim=0)``: each function here takes the tensor first, so the function
 # itself serves as the method, with its one signature and docstring (tensor.py has the other methods).
 for _name in (
-    "exp log log1p sqrt tanh abs relu sigmoid softmax log_softmax clamp "
+    "exp log log1p sqrt tanh erf abs relu sigmoid softmax log_softmax clamp "
     "sum mean max min var std unsqueeze squeeze flatten"
 ).split():
     setattr(Tensor, _name, globals()[_name])

@@ -193,6 +193,7 @@ for _spec in (
     OpSpec("log", ops.log, "unary", domain="positive"),
     OpSpec("sqrt", ops.sqrt, "unary", domain="positive"),
     OpSpec("tanh", ops.tanh, "unary"),
+    OpSpec("erf", ops.erf, "unary"),
     OpSpec("abs", ops.abs, "unary", domain="nonzero"),
     OpSpec("maximum", ops.maximum, "binary", example_shapes=((2, 3), (3,))),
     OpSpec("relu", ops.relu, "unary", domain="nonzero"),
