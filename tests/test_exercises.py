@@ -242,14 +242,23 @@ PLANTS = {
             ],
         ),
     ],
+    "rmsnorm_double": [
+        (
+            "statistics_without_history",  # rstd from a copy of x without its history
+            [("xp.mean(x * x, axis=-1", "xp.mean((x.data if isinstance(x, Tensor) else x) ** 2, axis=-1")],
+        ),
+        ("numpy_escapes_graph", [("rstd = 1 / xp.sqrt(", "rstd = 1 / np.sqrt(")]),
+    ],
 }
+# A NumPy call on a Tensor cannot run at all: the check reports an error, with the hint.
+ERROR_MISTAKES = {"numpy_escapes_graph"}
 PLANTED = [(name, key, edits) for name, plants in PLANTS.items() for key, edits in plants]
 
 
 @pytest.mark.parametrize(("name", "key", "edits"), PLANTED, ids=[f"{n}-{k}" for n, k, _ in PLANTED])
 def test_planted_mistake_fails_and_is_named(name, key, edits):
     result = check(name, plant(name, *edits), quiet=True)
-    assert result.status == "failed", result.message
+    assert result.status == ("error" if key in ERROR_MISTAKES else "failed"), result.message
     assert key in result.mistakes, result.message
     assert MISTAKES[key].name in " ".join(result.message.split())
 
@@ -288,6 +297,32 @@ def test_the_verdict_names_the_worst_element_and_its_relative_error():
     assert dx.name == "dx"
     assert "first in: eps = 0.5" in dx.case  # invisible at eps = 1e-5: only the large-eps case fails
     assert "worst element dx[" in dx.problem and "relative error" in dx.problem
+
+
+def test_rmsnorm_double_mutants_are_named_by_the_check_that_fails():
+    """Statistics without history pass gradcheck and fail gradgradcheck; NumPy on a Tensor stops."""
+    from tinynorm.exercises.mutants import mutants_of
+
+    for key, mutant in mutants_of(EXERCISES["rmsnorm_double"]):
+        result = check("rmsnorm_double", mutant, quiet=True)
+        assert result.mistakes == {key}, result.message
+        if key == "statistics_without_history":
+            assert "FAILED: gradgradcheck wrong" in result.message
+        else:
+            assert "in the gradgradcheck" in result.message and "TypeError" in result.message
+
+
+def test_exercise_2s_numpy_backward_passes_first_order_but_not_exercise_8():
+    """Exercise 2's model answer is right to first order; on Tensors its NumPy calls stop it."""
+    result = check("rmsnorm_double", solutions.rmsnorm_backward, quiet=True)
+    assert result.status == "error" and "in the gradgradcheck" in result.message, result.message
+
+
+def test_a_wrong_first_derivative_in_exercise_8_gets_no_second_order_hint():
+    planted = plant("rmsnorm_double", ("return dx, dweight", "return -dx, dweight"))
+    result = check("rmsnorm_double", planted, quiet=True)
+    assert result.status == "failed" and "FAILED: gradcheck wrong" in result.message
+    assert not result.mistakes
 
 
 # ---- stubs, errors, strict mode ----------------------------------------------------------------
@@ -422,7 +457,7 @@ def test_solution_notebooks_pass_when_graded(tmp_path):
 
 def test_cli_writes_student_and_solution_notebooks(tmp_path, capsys):
     assert main(["exercises", "--student", str(tmp_path / "s"), "--solutions", str(tmp_path / "t")]) == 0
-    assert "wrote 7 student notebooks" in capsys.readouterr().out
+    assert "wrote 8 student notebooks" in capsys.readouterr().out
     student = (tmp_path / "s" / "04_layernorm.ipynb").read_text()
     solved = (tmp_path / "t" / "04_layernorm.ipynb").read_text()
     assert "your code here')" in student and "your code here')" not in solved

@@ -1,6 +1,6 @@
 r"""Classroom exercises: derive a backward, write it, and let ``check`` grade it.
 
-Seven exercises of rising difficulty (the notebooks are in ``notebooks/exercises/``):
+Eight exercises of rising difficulty (the notebooks are in ``notebooks/exercises/``):
 
 1. ``mul_broadcast``: the backward of ``a * b`` with broadcasting (unbroadcast);
 2. ``rmsnorm``: RMSNorm, input and weight;
@@ -8,7 +8,9 @@ Seven exercises of rising difficulty (the notebooks are in ``notebooks/exercises
 4. ``layernorm``: LayerNorm;
 5. ``tanh_alpha``: ``tanh(alpha * n)`` after RMSNorm, the gradient of ``alpha`` and ``x``;
 6. ``batchnorm``: BatchNorm in training mode;
-7. ``own_norm``: a variant of your own, registered with ``register_norm``.
+7. ``own_norm``: a variant of your own, registered with ``register_norm``;
+8. ``rmsnorm_double``: RMSNorm's backward written with ``namespace_of`` only, so that it
+   runs on Tensors and passes ``tn.gradgradcheck`` and the third-order check.
 
 ``check(name, student_fn)`` compares the student's gradients with finite differences
 of tinynorm's own forward, on several shapes, and prints which gradient is wrong,

@@ -107,6 +107,21 @@ MISTAKES: dict[str, Mistake] = {
             "BatchNorm normalizes each channel with statistics over the batch (and length) axes, not over "
             "the features of a row as LayerNorm does; the backward's means run over those same axes.",
         ),
+        Mistake(
+            "statistics_without_history",
+            "statistics without history",
+            "your first derivatives are right but their own derivatives are not: rstd was computed from "
+            "values that have no history (np.asarray(x), x.data, a number), so differentiating the gradient "
+            "treats rstd as a constant and misses its terms. Compute every statistic from x itself with "
+            "xp = namespace_of(x): xp.sqrt(xp.mean(x * x, ...) + eps).",
+        ),
+        Mistake(
+            "numpy_escapes_graph",
+            "a NumPy call escapes the graph",
+            "on Tensors (create_graph=True) your backward called a NumPy function, or one the graph namespace "
+            "lacks, so that step was not recorded and the gradient could not be differentiated. Use only "
+            "xp = namespace_of(x) and the operators (+, *, /, **): np.sqrt becomes xp.sqrt, np.sum xp.sum.",
+        ),
     )
 }
 
@@ -125,7 +140,8 @@ class Case:
 class Exercise:
     """One exercise. ``kind`` is ``"backward"`` (the student writes a NumPy backward,
     called as ``function(dy, *inputs, *consts)``) or ``"norm"`` (exercise 7: a whole
-    norm, checked through its ``NormSpec`` with the generic gradcheck)."""
+    norm, checked through its ``NormSpec`` with the generic gradcheck) or ``"double"``
+    (exercise 8: a backward written with ``namespace_of``, checked to the third order)."""
 
     number: int
     name: str
@@ -164,7 +180,8 @@ class Exercise:
         from .mutants import mutants_of
 
         keys = dict.fromkeys(key for key, _ in mutants_of(self))
-        keys["reshaped"] = None
+        if self.kind == "backward":  # the shape comparison of exercises 1-6
+            keys["reshaped"] = None
         return tuple(MISTAKES[k] for k in keys)
 
     def sample(self, index: int) -> tuple[list[np.ndarray], list[float], np.ndarray]:
@@ -406,6 +423,30 @@ EXERCISES: dict[str, Exercise] = {
             "`python -m tinynorm check --only <name>` and the test suite then cover it.",
             spec_objects=("my_norm_spec",),
             kind="norm",
+        ),
+        Exercise(
+            8,
+            "rmsnorm_double",
+            "Make your backward differentiable: RMSNorm's second derivatives",
+            "rmsnorm_double_backward",
+            ("x", "weight"),
+            ("eps",),
+            _rmsnorm,
+            _row_cases()[:2] + _row_cases()[3:],
+            ("rmsnorm_double_backward",),
+            "Exercise 2's backward, written so that it can itself be differentiated (for a gradient "
+            "penalty, a Hessian-vector product, a meta-gradient). With `create_graph=True` tinynorm "
+            "calls your backward on **Tensors**: `namespace_of(x)` then returns a namespace whose "
+            "`xp.sum`, `xp.sqrt`, `xp.mean`... are recorded ops, and the gradient you return has a graph.\n\n"
+            "1. Write `xp = namespace_of(x)` and use only `xp.*` and the operators: no `np.` call, no "
+            "`.data`, no `np.asarray`.\n"
+            "2. The forward saves only `x` and `weight`: recompute `rstd` from `x` in the backward, so it "
+            "carries its history (a statistic computed from a constant copy of `x` gives right first "
+            "derivatives and wrong second ones).\n"
+            "3. `dweight` sums over every leading axis: reshape to `(-1, N)` and sum over axis 0.\n\n"
+            "`check` runs `tn.gradcheck`, `tn.gradgradcheck` and the third-order check "
+            "(`tn.higher_order_gradcheck(..., order=3, fast=True)`) on RMSNorm with your backward.",
+            kind="double",
         ),
     )
 }

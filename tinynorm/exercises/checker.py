@@ -19,6 +19,11 @@ Exercise 7's ``student_fn`` is a ``NormSpec`` (or the function returning it): ev
 case of the spec is gradchecked with ``tn.gradcheck``, explicit and autograd, and the
 two implementations are compared.
 
+Exercise 8's ``student_fn`` is RMSNorm's backward written with ``namespace_of``: it
+becomes the backward of a ``Function`` and is checked by ``gradcheck``, ``gradgradcheck``
+and the third-order check; which check fails (or the graph refusing a NumPy step)
+names the mistake.
+
 The result is a ``CheckResult``, truthy when the exercise passed. In strict mode
 (``strict=True``, or the environment variable ``TINYNORM_STRICT=1``) a failure raises
 ``ExerciseFailedError``, an ``AssertionError``, so that pytest and autograders see it.
@@ -40,9 +45,11 @@ from typing import Any
 import numpy as np
 
 from .. import backend
-from ..gradcheck import GradcheckFailure, _compare, gradcheck, numerical_jacobian
+from ..autograd import Context, Function
+from ..backend import namespace_of
+from ..gradcheck import GradcheckFailure, _compare, gradcheck, higher_order_gradcheck, numerical_jacobian
 from ..registry import NORMS, NormSpec, register_norm
-from ..tensor import tensor
+from ..tensor import Tensor, tensor
 from .catalog import MISTAKES, Exercise, Mistake, get_exercise
 from .mutants import mutants_of
 
@@ -129,11 +136,12 @@ def check(
     ----------
     name
         The exercise: ``"mul_broadcast"``, ``"rmsnorm"``, ``"rmsnorm_affine"``,
-        ``"layernorm"``, ``"tanh_alpha"``, ``"batchnorm"`` or ``"own_norm"``.
+        ``"layernorm"``, ``"tanh_alpha"``, ``"batchnorm"``, ``"own_norm"`` or ``"rmsnorm_double"``.
     student_fn
         Exercises 1-6: the backward, e.g. ``layernorm_backward(dy, x, weight, bias, eps)
         -> (dx, dweight, dbias)`` on NumPy arrays. Exercise 7: a ``NormSpec``, or a
-        function of no arguments returning one.
+        function of no arguments returning one. Exercise 8: ``rmsnorm_double_backward``,
+        written with ``xp = namespace_of(x)``.
     strict
         Raise ``ExerciseFailedError`` unless the exercise passed; its message is the
         verdict, which is then not printed a second time. ``None`` (default) reads the
@@ -147,12 +155,15 @@ def check(
     """
     __tracebackhide__ = True  # pytest shows the verdict, not the checker's insides
     exercise = get_exercise(name)
-    if gradient is not None and (exercise.kind == "norm" or gradient not in exercise.gradients):
-        expected = "None (exercise 7 is graded whole)" if exercise.kind == "norm" else f"one of {exercise.gradients}"
+    if gradient is not None and (exercise.kind != "backward" or gradient not in exercise.gradients):
+        whole = f"None (exercise {exercise.number} is graded whole)"
+        expected = whole if exercise.kind != "backward" else f"one of {exercise.gradients}"
         raise ValueError(f"check: gradient for {name!r} must be {expected}, got {gradient!r}")
     with backend.use_backend("numpy"), np.errstate(all="ignore"):
         if exercise.kind == "norm":
             result = _check_norm(exercise, student_fn)
+        elif exercise.kind == "double":
+            result = _check_double(exercise, student_fn)
         else:
             result = _check_backward(exercise, student_fn)
     if gradient is not None:
@@ -334,10 +345,7 @@ def _failed(exercise: Exercise, wrong: list[GradientVerdict], names: tuple[str, 
         lines.append(f"  {v.name}, {v.case}")
         lines.append(f"    {v.problem}")
         for mistake in v.mistakes:
-            text = f"hint ({mistake.name}): {mistake.hint}"
-            lines.append(
-                textwrap.fill(text, 110, initial_indent="    ", subsequent_indent="      ", break_on_hyphens=False)
-            )
+            lines.append(_hint_line(mistake))
     right = [g for g in names if g not in {v.name for v in wrong}]
     if right:
         lines.append(f"  right: {', '.join(right)}")
@@ -414,6 +422,83 @@ def _outputs_differ(spec: NormSpec, case: str) -> bool:
     y_explicit, _ = _gradients(spec, case, "explicit")
     y_reference, _ = _gradients(spec, case, "autograd")
     return not np.allclose(y_explicit, y_reference, rtol=1e-8, atol=1e-10)
+
+
+# ---- exercise 8: a backward that runs on Tensors, differentiated again -------------------------
+class _RMSNormOf(Function):
+    """RMSNorm whose backward is the student's: the forward saves ``x`` and ``weight`` only, so the
+    backward recomputes rstd from ``x``; under ``create_graph=True`` it gets Tensors."""
+
+    student: Callable[..., Any] = staticmethod(lambda *args: None)
+
+    @staticmethod
+    def forward(ctx: Context, x: Any, weight: Any, eps: float) -> Any:
+        xp = namespace_of(x)
+        ctx.save_for_backward(x, weight, eps)
+        return x / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+    @classmethod
+    def backward(cls, ctx: Context, dy: Any) -> tuple[Any, Any]:
+        x, weight, eps = ctx.saved_tensors
+        return tuple(cls.student(dy, x, weight, eps))
+
+
+_DOUBLE_CHECKS = (("gradcheck", 1), ("gradgradcheck", 2), ("third-order check", 3))
+
+
+def _check_double(exercise: Exercise, fn: Any) -> CheckResult:
+    """First, second and third derivatives of RMSNorm through the student's backward."""
+    if not callable(fn):
+        return _verdict(exercise, "error", f"expected a function {exercise.signature}, got {type(fn).__name__}")
+    function = type("StudentRMSNorm", (_RMSNormOf,), {"student": staticmethod(fn)})
+    passed_first = True
+    max_rel = 0.0
+    for index, case in enumerate(exercise.cases):
+        inputs, consts, _ = exercise.sample(index)
+        tensors = tuple(tensor(a, requires_grad=True) for a in inputs)
+
+        def rmsnorm(x: Tensor, weight: Tensor, eps: float = consts[0]) -> Tensor:
+            return function.apply(x, weight, eps=eps)
+
+        for check_name, order in _DOUBLE_CHECKS:
+            try:
+                if order == 1:
+                    result = gradcheck(rmsnorm, tensors, raise_exception=False)
+                else:
+                    result = higher_order_gradcheck(rmsnorm, tensors, order, fast=order == 3, raise_exception=False)
+            except NotImplementedError:
+                return _not_implemented(exercise, getattr(fn, "__name__", "your function"))
+            except Exception as err:  # the student's bug, reported instead of raised
+                detail = f"{_describe_exception(err)}\n  in the {check_name}, case: {case.label}"
+                if order > 1 and isinstance(err, (TypeError, AttributeError)):
+                    mistake = MISTAKES["numpy_escapes_graph"]
+                    detail += "\n" + _hint_line(mistake)
+                    return CheckResult(
+                        exercise.name,
+                        "error",
+                        f"[{exercise.name}] ERROR: {detail}",
+                        [GradientVerdict("dx", str(err), case.label, [mistake])],
+                    )
+                return _verdict(exercise, "error", detail)
+            max_rel = max(max_rel, result.max_rel_error)
+            if result.passed:
+                continue
+            passed_first = passed_first and order > 1
+            failure = result.failures[0]
+            hints = [MISTAKES["statistics_without_history"]] if passed_first else []
+            problem = f"{check_name}: " + _describe_failure(failure)
+            verdict = GradientVerdict(check_name, problem, f"first wrong in case: {case.label}", hints)
+            return _failed(exercise, [verdict])
+    message = (
+        f"[{exercise.name}] PASSED: gradcheck, gradgradcheck and the third-order check, in all "
+        f"{len(exercise.cases)} cases (max relative error {max_rel:.1e})."
+    )
+    return CheckResult(exercise.name, "passed", message, max_rel_error=max_rel)
+
+
+def _hint_line(mistake: Mistake) -> str:
+    text = f"hint ({mistake.name}): {mistake.hint}"
+    return textwrap.fill(text, 110, initial_indent="    ", subsequent_indent="      ", break_on_hyphens=False)
 
 
 # ---- registering a student's norm ------------------------------------------------------------

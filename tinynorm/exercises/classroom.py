@@ -52,8 +52,8 @@ from .notebooks import (
 # ---- what each gradient is worth --------------------------------------------------------------
 def points(exercise: Exercise) -> dict[str | None, int]:
     """The graded parts of an exercise and their points: ``dx`` 2, every other gradient 1;
-    exercise 7 (a whole norm, checked by the generic gradcheck) is one part, ``None``, of 3."""
-    if exercise.kind == "norm":
+    exercises 7 and 8 (checked whole, by the generic gradchecks) are one part, ``None``, of 3."""
+    if exercise.kind != "backward":
         return {None: 3}
     return {g: 2 if g == "dx" else 1 for g in exercise.gradients}
 
@@ -62,7 +62,7 @@ def describe_points(exercise: Exercise) -> str:
     """``"dx 2 points, dweight 1, dbias 1: 4 in all"``, for the notebooks' text."""
     parts = points(exercise)
     if None in parts:
-        return f"{parts[None]} points, for the whole norm"
+        return f"{parts[None]} points, for the whole " + ("norm" if exercise.kind == "norm" else "exercise")
     listed = ", ".join(f"{g} {p}" + (" points" if i == 0 else "") for i, (g, p) in enumerate(parts.items()))
     return f"{listed}: {sum(parts.values())} in all"
 

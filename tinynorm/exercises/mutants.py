@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import namespace_of
 from ..ops import sum_to
+from ..tensor import Tensor
 from .catalog import Exercise
 
 Backward = Callable[..., tuple[Any, ...]]
@@ -196,8 +198,30 @@ def _generic(solution: Backward, n_grads: int) -> list[Mutant]:
     return mutants
 
 
+def _double_mutants() -> list[Mutant]:
+    """Exercise 8's two mistakes, ``(dy, x, weight, eps) -> (dx, dweight)``: the checker
+    recognizes them by the check that fails (gradgradcheck alone, or the graph refusing a step)."""
+
+    def backward(dy: Any, x: Any, weight: Any, eps: float, *, stats_from: Callable, sqrt: Callable) -> tuple:
+        xp = namespace_of(x)
+        rstd = 1 / sqrt(xp.mean(stats_from(x) ** 2, axis=-1, keepdims=True) + eps)
+        xhat, g = x * rstd, dy * weight
+        dx = rstd * (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))
+        return dx, xp.sum(xp.reshape(dy * xhat, (-1, x.shape[-1])), axis=0)
+
+    def constant(x: Any) -> Any:
+        return x.data if isinstance(x, Tensor) else x  # a copy of x without its history
+
+    return [
+        ("statistics_without_history", lambda *a: backward(*a, stats_from=constant, sqrt=lambda v: v**0.5)),
+        ("numpy_escapes_graph", lambda *a: backward(*a, stats_from=lambda x: x, sqrt=np.sqrt)),
+    ]
+
+
 def mutants_of(ex: Exercise) -> list[Mutant]:
     """Every mutant the checker compares a wrong gradient of exercise ``ex`` with."""
+    if ex.kind == "double":
+        return _double_mutants()
     if ex.kind != "backward":
         return []
     own = {

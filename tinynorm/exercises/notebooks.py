@@ -30,6 +30,8 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 
 SETUP = "import numpy as np\n\nfrom tinynorm.exercises import check"
 
+DOUBLE_SETUP = "from tinynorm.backend import namespace_of\nfrom tinynorm.exercises import check"
+
 NORM_SETUP = """from typing import Any
 
 import numpy as np
@@ -120,7 +122,7 @@ def intro(exercise: Exercise, note: str = "") -> str:
     if note:
         text += f"{note}\n\n"
     text += HOW_TO
-    return text if exercise.kind == "norm" else text + "\n\n" + CONVENTIONS
+    return text + "\n\n" + CONVENTIONS if exercise.kind == "backward" else text
 
 
 def task(exercise: Exercise) -> str:
@@ -132,7 +134,7 @@ def task(exercise: Exercise) -> str:
 
 def setup_source(exercise: Exercise) -> str:
     """The imports the exercise's code cells need."""
-    return NORM_SETUP if exercise.kind == "norm" else SETUP
+    return {"norm": NORM_SETUP, "double": DOUBLE_SETUP}.get(exercise.kind, SETUP)
 
 
 def check_source(exercise: Exercise) -> str:

@@ -166,6 +166,26 @@ def batchnorm_backward(dy, x, weight, bias, eps):
     # END SOLUTION
 
 
+# ---- exercise 8: a backward that can be differentiated again -------------------------------
+def rmsnorm_double_backward(dy, x, weight, eps):
+    """Exercise 2's gradients, written with ``xp = namespace_of(x)`` only (no NumPy), so that
+    it also runs on Tensors and its result can be differentiated again.
+
+    ``x`` has shape ``(..., N)``, ``weight`` shape ``(N,)``. Returns ``(dx, dweight)``.
+    """
+    # BEGIN SOLUTION
+    xp = namespace_of(x)
+    n = x.shape[-1]
+    # rstd recomputed from x itself: on Tensors it carries x's history into the gradient.
+    rstd = 1 / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps)
+    xhat = x * rstd
+    g = dy * weight
+    dx = rstd * (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))
+    dweight = xp.sum(xp.reshape(dy * xhat, (-1, n)), axis=0)
+    return dx, dweight
+    # END SOLUTION
+
+
 # ---- exercise 7: a norm of your own, registered in the catalog ---------------------------
 class MeanAbsNormFunction(Function):
     """``y = x / (mean(|x|) + eps) * weight`` over the last axes, with its backward.
