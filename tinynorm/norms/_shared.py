@@ -230,3 +230,8 @@ def empty_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     if bias is not None:
         y = y + bias.reshape(shape)
     return y
+
+
+def scalar_value(a: Any) -> Any:
+    """A 0-d array as a Python float; a 0-d Tensor (a backward being differentiated) as itself."""
+    return a if isinstance(a, Tensor) else float(a)

@@ -102,6 +102,7 @@ from ._shared import (
     eps_for,
     feature_axes,
     param_grad,
+    scalar_value,
 )
 
 __all__ = ["DynamicRangeNorm"]
@@ -157,11 +158,6 @@ def sigmoid(xp: Any, r: Any) -> Any:
     """The derivative of softplus, ``1 / (1 + exp(-r))``, as ``exp(r - softplus(r))``:
     the exponent ``r - softplus(r) = -softplus(-r)`` is never positive, so no overflow."""
     return xp.exp(r - softplus(xp, r))
-
-
-def scalar_value(a: Any) -> Any:
-    """A 0-d array as a Python float; a 0-d Tensor (a backward being differentiated) as itself."""
-    return a if isinstance(a, Tensor) else float(a)
 
 
 def eps_raw_for(eps: float, eps_min: float = EPS_MIN) -> float:
