@@ -54,6 +54,13 @@ def test_norm_source_names_its_derivation_page(name):
 
 
 @pytest.mark.parametrize("name", ENTRIES)
+def test_every_derivation_page_says_how_its_backward_is_differentiated_again(name):
+    page = (ROOT / NORMS[name].doc).read_text(encoding="utf-8")
+    assert "\n## Differentiated again\n" in page, f"{NORMS[name].doc}: no '## Differentiated again' section"
+    assert "higher_order.md" in page.split("## Differentiated again", 1)[1], "it should link the higher-order page"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
 def test_every_norm_file_is_in_the_api_reference(name):
     assert f".. automodule:: {NORMS[name].module.__module__}\n" in tinynorm_docs.render_api_norms()
 
