@@ -18,6 +18,10 @@ The paper writes ``SeeDNorm(x) = [sigma(x . beta^T) . alpha + gamma] * x / RMS(x
 ``RMS(x) = sqrt(mean(x**2) + eps)``, ``sigma = tanh``, and ``alpha``, ``beta``, ``gamma`` of
 shape ``(1, D)``. Names here: ``gamma`` is ``weight`` (the role RMSNorm's ``weight`` has in
 PyTorch); ``alpha`` and ``beta`` keep the paper's names, as no PyTorch layer has them.
+Sources: the paper's abstract page gives its title, authors and arXiv id; the formula, shapes
+and inits are as two summaries of the paper and two public PyTorch implementations give them,
+all in agreement. The paper's method section itself, and so its equation number, could not be
+read here: none is cited (``docs/norms/seednorm.md`` says what was checked against what).
 
 Learnable parameters, each of shape ``normalized_shape``:
 
@@ -48,7 +52,8 @@ recomputed.
 Numerics (``tinynorm/stats.py``): float16 input is computed in float32; ``rstd`` comes from
 ``rms_rstd``, which rescues rows whose mean square overflows. ``x . beta`` is a plain dot
 product: in float32 it overflows only for rows near ``3e38 / (N * max|beta|)``, beyond the
-1e-30..1e30 rows the tests cover, and an overflow to +-inf still gives ``t = +-1``. For
+1e-30..1e30 rows the tests cover; an overflow to +-inf still gives ``t = +-1``, but products
+overflowing with both signs would sum to NaN (not rescued, unlike ``rstd``). For
 ``|x . beta| > ~9`` (float32) or ``~19`` (float64) ``t`` is exactly +-1 and ``ds = 0``.
 
 Not implemented, from the paper: the multi-head form (``x`` and ``beta`` split into ``n``
@@ -56,7 +61,6 @@ slices, one ``tanh`` per slice; the paper uses it for vision models, where it re
 does not converge), AdaSeeDNorm for DiT's AdaLN, and the vision-only extras (dropout on the
 dynamic term, dividing ``alpha * beta`` by the dimension). The paper also applies weight decay
 to ``alpha`` and ``beta``: an optimizer setting, not part of the layer.
-What was checked against which source, and what was not: ``docs/norms/seednorm.md``.
 """
 
 from __future__ import annotations
