@@ -13,7 +13,7 @@ from tinynorm.registry import NORMS
 # magnitude is its own: a row of 1e30 beside a row of 1e-30 must both come out right.
 ROW_NORMS = [
     "layernorm", "rmsnorm", "rmsnorm_bias", "rmsnorm_matrix", "gemma_rmsnorm", "partial_rmsnorm",
-    "rmsnorm_tanh", "custom_norm", "groupnorm", "instancenorm1d",
+    "rmsnorm_tanh", "custom_norm", "groupnorm", "instancenorm1d", "l2norm",
 ]  # fmt: skip
 
 MAGNITUDES = 10.0 ** np.arange(-30, 31, 6)

@@ -97,12 +97,23 @@ def scale_norm_backward(dy: Any, x: Any, g: Any, norm: Any, eps: float) -> tuple
     dy = widen(dy)
     denom, unclamped = clamp(norm, eps)
     u = widen(x) / denom  # recomputed from the saved norm
-    along = xp.sum(dy * u, axis=-1, keepdims=True)  # sum(dy * u), per row
-    # Where the clamp is active the denominator is the constant eps: no projection term.
-    projection = xp.where(unclamped, along, xp.zeros_like(along))
-    dx = (g / denom) * (dy - u * projection)
-    dg = xp.sum(along)  # g scales every element of every row
+    dx = sphere_dx(g * dy, u, denom, unclamped)  # g * dy is the gradient reaching u
+    dg = xp.sum(dy * u)  # g scales every element of every row
     return xp.astype(dx, x.dtype), dg
+
+
+def sphere_dx(du: Any, u: Any, denom: Any, unclamped: Any) -> Any:
+    """The input gradient of ``u = x / max(||x||, eps)`` from ``du``, the gradient reaching ``u``.
+
+    Where the clamp is inactive it is the tangent projection ``(I - u u^T) du / ||x||``: the
+    part of ``du`` along ``x`` is removed, since scaling a row does not move its direction.
+    Where it is active the denominator is the constant ``eps``: ``du / eps``, no projection.
+    ScaleNorm (``du = g * dy``) and L2Norm (``du = dy * scale``, ``l2norm.py``) both end here.
+    """
+    xp = namespace_of(u)
+    along = xp.sum(du * u, axis=-1, keepdims=True)  # sum(du * u), per row: du's radial part
+    radial = xp.where(unclamped, along, xp.zeros_like(along))
+    return (du - u * radial) / denom
 
 
 class ScaleNormFunction(Function):
