@@ -70,7 +70,7 @@ from ._shared import (
     eps_for,
     param_grad,
 )
-from .scalenorm import _input_away_from_the_kinks, clamp, scale_norm_reference, sphere_dx
+from .scalenorm import clamp, input_away_from_the_kinks, scale_norm_reference, sphere_dx
 
 __all__ = ["L2Norm"]
 
@@ -237,6 +237,6 @@ register_norm(
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
             "large": Case({"normalized_shape": 257}, (601, 257)),
         },
-        input_fn=_input_away_from_the_kinks,
+        input_fn=input_away_from_the_kinks,
     )
 )

@@ -187,7 +187,7 @@ class ScaleNorm(NormModule):
         return f"{self.normalized_shape}, eps={self.eps}"
 
 
-def _input_away_from_the_kinks(rng: Any, shape: tuple[int, ...]) -> Any:
+def input_away_from_the_kinks(rng: Any, shape: tuple[int, ...]) -> Any:
     """Entries of magnitude in [0.5, 2]: every row's norm is >= 0.5 (far above eps, away
     from the clamp), and a one-feature row (``y = g * sign(x)``) is away from 0."""
     return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)
@@ -209,6 +209,6 @@ register_norm(
             "smallest": Case({"normalized_shape": 1}, (3, 1)),
             "large": Case({"normalized_shape": 257}, (601, 257)),
         },
-        input_fn=_input_away_from_the_kinks,
+        input_fn=input_away_from_the_kinks,
     )
 )
