@@ -86,7 +86,8 @@ __all__ = ["WSLinear", "WeightNormLinear"]
 
 # ---- the lessons: the weight ``(out, in)`` from its parameters, and back ---------------------
 def weight_norm_forward(g: Any, v: Any) -> tuple[Any, Any]:
-    """``W`` ``(out, in)`` and the per-row ``norm`` ``(out, 1)`` it saves."""
+    """``W`` ``(out, in)`` and the per-row ``norm`` ``(out, 1)`` it saves (``g`` and ``v`` come
+    in the compute dtype: the Function casts them)."""
     xp = namespace_of(v)
     norm = row_norm(v)  # sqrt(sum(v**2)) per row, safe from underflow and overflow
     weight = xp.reshape(g, (g.shape[0], 1)) * (v / norm)
