@@ -1,4 +1,4 @@
-r"""The weight-side norms: a ``tn.nn.Linear`` whose weight is normalized, not its input.
+r"""The weight-side norms: a linear layer whose weight is normalized, not its input.
 
 Both layers compute ``y = x @ W.T + bias`` for input ``x`` of shape ``(*, in_features)``
 (Linear's own matmul and bias, ``tinynorm.nn.layers.linear``), with ``W`` of shape
