@@ -31,9 +31,10 @@ Backward, with ``dW`` the gradient the matmul sends to ``W`` (derivation in the 
     dg = sum(dW * u)                       (per row)
     dv = (g / norm) * (dW - u * dg)        (dW's part orthogonal to the row, scaled)
 
-``dv`` is ScaleNorm's projection (``docs/norms/scalenorm.md``), one row at a time: the
-length of a row of ``W`` is ``g``'s alone, so ``v`` receives only the tangential part,
-and each row of ``dv`` is orthogonal to that row of ``v``.
+``dv`` is ScaleNorm's and the hypersphere norm's tangent projection (``scalenorm.sphere_dx``,
+``docs/norms/scalenorm.md``), one row at a time: the length of a row of ``W`` is ``g``'s
+alone, so ``v`` receives only the tangential part, and each row of ``dv`` is orthogonal to
+that row of ``v``.
 
 **Weight Standardization** (Qiao, Wang, Liu, Shen & Yuille 2019, "Micro-Batch Training
 with Batch-Channel Normalization and Weight Standardization", arXiv 1903.10520),
@@ -80,6 +81,7 @@ from ..stats import row_norm, row_sum_of_product
 from ..tensor import Tensor
 from ._shared import NormModule, check_eps, check_impl, check_param, check_positive_int, eps_for, param_grad
 from .layernorm import layer_norm_backward, layer_norm_forward, layer_norm_reference
+from .scalenorm import sphere_dx
 
 __all__ = ["WSLinear", "WeightNormLinear"]
 
@@ -98,10 +100,12 @@ def weight_norm_backward(dweight: Any, g: Any, v: Any, norm: Any) -> tuple[Any, 
     """``dg`` ``(out,)`` and ``dv`` ``(out, in)`` from ``dweight``, the gradient reaching ``W``."""
     xp = namespace_of(v)
     u = v / norm  # recomputed from the saved norm
-    along = row_sum_of_product(dweight, u)  # dW's component along each row: (out, 1)
-    dg = xp.reshape(along, (along.shape[0],))
-    # Two paths from v to W: directly, and through the norm; the second removes the part along v.
-    dv = (xp.reshape(g, (g.shape[0], 1)) / norm) * (dweight - u * along)
+    dg = xp.reshape(row_sum_of_product(dweight, u), (g.shape[0],))  # dW's component along each row
+    # W = g * u: the gradient reaching u is g * dW, and u = v / ||v|| is ScaleNorm's and the
+    # hypersphere norm's direction, so dv is their tangent projection (no clamp here: every
+    # row with a finite norm projects; the others are NaN anyway).
+    du = xp.reshape(g, (g.shape[0], 1)) * dweight
+    dv = sphere_dx(du, u, norm, xp.isfinite(norm))
     return dg, dv
 
 
