@@ -35,7 +35,9 @@ def variants(rows: int, features: int, repeats: int) -> tuple[str, list[dict[str
         except Exception as err:  # a variant whose kwargs could not be scaled: say so, go on
             results.append({"variant": name, "shape": list(shape), "error": f"{type(err).__name__}: {err}"})
             continue
-        dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        with tn.no_grad():  # dy has the output's shape: a weight-side layer (weight_norm) changes the width
+            out_shape = built["explicit"][0](built["explicit"][1]).shape
+        dy = np.random.default_rng(1).standard_normal(out_shape).astype(np.float32)
         steps = {impl: fwd_bwd_step(module, x, dy) for impl, (module, x) in built.items()}
         times = interleaved_medians(steps, repeats)
         peaks = {impl: traced_peak_bytes(step) for impl, step in steps.items()}

@@ -106,7 +106,8 @@ def test_a_default_module_computes_in_its_inputs_float32(name):
     spec = NORMS[name]
     module, x64 = spec.build("2d", dtype="float64")
     x = tn.tensor(x64.numpy(), dtype="float32", requires_grad=True)
-    dy = tn.tensor(np.random.default_rng(2).standard_normal(x.shape), dtype="float32")
+    out_shape = module(x).shape  # a weight-side layer (weight_norm) changes the width
+    dy = tn.tensor(np.random.default_rng(2).standard_normal(out_shape), dtype="float32")
     y, dx, grads = _fwd_bwd(module, x, dy)
     assert y.dtype == np.float32 and dx.dtype == np.float32
     assert all(g.dtype == p.dtype == np.float64 for g, p in zip(grads, module.parameters()))

@@ -169,7 +169,9 @@ def render_norms_index() -> str:
             lines.append(f"| {link} | {_plain(spec.summary)} | {params} |")
         lines.append("")
     lines += ["```{toctree}", ":hidden:", ""]
-    lines += ["/" + docname(spec.doc) for spec in NORMS.values()]
+    # Entries may share a page (weight_norm and weight_std): list each page once, as Sphinx
+    # warns on a duplicated toctree entry and the docs build treats warnings as errors.
+    lines += ["/" + page for page in dict.fromkeys(docname(spec.doc) for spec in NORMS.values())]
     lines += ["```", ""]
     return "\n".join(lines)
 

@@ -27,20 +27,30 @@ class Linear(Module):
         self.bias = Parameter((random.rand(out_features, dtype=dtype) * 2 - 1) * bound) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"Linear: input must be a tn.Tensor, got {type(x).__name__}; wrap it with tn.tensor(...)")
-        if not backend.is_floating(x.dtype, x.xp):
-            raise TypeError(f"Linear: input must have a floating dtype, got {x.dtype}; convert with x.to('float64')")
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear: input's last dimension must equal in_features={self.in_features}, "
-                f"got input of shape {x.shape}"
-            )
-        y = x @ self.weight.T
-        return y + self.bias if self.bias is not None else y
+        check_linear_input(type(self).__name__, x, self.in_features)
+        return linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def check_linear_input(name: str, x: Any, in_features: int) -> None:
+    """A floating-point Tensor whose last dimension is ``in_features``; the error names ``name``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a tn.Tensor, got {type(x).__name__}; wrap it with tn.tensor(...)")
+    if not backend.is_floating(x.dtype, x.xp):
+        raise TypeError(f"{name}: input must have a floating dtype, got {x.dtype}; convert with x.to('float64')")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"{name}: input's last dimension must equal in_features={in_features}, got input of shape {x.shape}"
+        )
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` (``torch.nn.functional.linear``): ``Linear``'s matmul and bias,
+    shared with the layers that compute their weight (``tinynorm/norms/weight_side.py``)."""
+    y = x @ weight.T
+    return y + bias if bias is not None else y
 
 
 class ReLU(Module):
