@@ -170,12 +170,15 @@ def backward(
     order = topological_order(*roots)
     for node in order:  # all checked before any .grad changes
         _check_saved_unchanged(node)
-    pending: dict[int, Any] = {}
-    for root, g in zip(roots, grads):
+    pending: dict[int, Any] = {id(roots[0]): grads[0]}
+    for root, g in zip(roots[1:], grads[1:]):  # tn.grad may start from several outputs
         pending[id(root)] = g if id(root) not in pending else pending[id(root)] + g
     wanted = None if inputs is None else {id(t) for t in inputs}
     found: dict[int, Any] = {}
-    with set_grad_enabled(create_graph):
+    # A first-order pass runs the backwards on raw arrays, which record nothing: no switch needed
+    # (a generator-based context manager costs a tiny op's backward 10%). With create_graph they run
+    # on Tensors, and their steps must be recorded.
+    with set_grad_enabled(True) if create_graph else contextlib.nullcontext():
         for node in reversed(order):
             g = pending.pop(id(node), None)
             if g is None:
