@@ -34,6 +34,20 @@ def test_benchmarks_quick_smoke_run(tmp_path):
     assert report["goals"] == [] and "none checked" in done.stdout  # --quick measures at other sizes
 
 
+def test_compare_checkouts_gives_a_ratio_for_every_norm_and_overhead_row(tmp_path):
+    out = tmp_path / "ratios.json"
+    command = [sys.executable, "-m", "benchmarks.compare_checkouts", str(ROOT), str(ROOT), "--rounds", "1"]
+    done = subprocess.run(
+        [*command, "--quick", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert {r["row"] for r in results if r["section"] == "variants"} == set(NORMS)
+    assert {r["row"] for r in results if r["section"] == "overhead"} >= {"add fwd+bwd", "add, no grad"}
+    assert all(r["min"] <= r["median"] <= r["max"] and r["median"] > 0 for r in results)
+    assert "after / before" in done.stdout
+
+
 def _report(explicit_s, torch_s, fused_s, bound_s):
     """A full run's report, cut down to one row per goal kind, with these times."""
     variant = {"variant": "layernorm", "shape": [4096, 1024], "input_bytes": 100}

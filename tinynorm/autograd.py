@@ -191,7 +191,7 @@ def backward(
             if not node.is_leaf:
                 _node_backward(node, g, pending, create_graph)
                 if not retain_graph:  # free the saved arrays, as PyTorch does
-                    node._ctx, node._parents, node._kwargs = None, (), {}
+                    node._ctx, node._parents, node._kwargs = None, (), None
     return found
 
 

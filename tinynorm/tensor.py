@@ -63,7 +63,7 @@ class Tensor:
         self._fn: type | None = None  # the Function that made this tensor
         self._ctx: Any = None  # that Function's saved state, freed by backward
         self._parents: tuple[Tensor | None, ...] = ()
-        self._kwargs: dict[str, Any] = {}  # the Function's keyword arguments, to run its forward again
+        self._kwargs: dict[str, Any] | None = None  # the Function's keyword arguments, to run its forward again
         self._retains_grad = False
         if requires_grad:
             self.requires_grad_(True)
