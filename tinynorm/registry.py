@@ -42,6 +42,19 @@ class Case:
     input_shape: tuple[int, ...]
 
 
+def row_cases(**kwargs: Any) -> dict[str, Case]:
+    """The five cases of a norm over the trailing ``normalized_shape`` axes (LayerNorm's
+    convention), ``kwargs`` added to every one: a 2-D input, a 3-D one normalized over its last
+    two axes, a batch of one, a single feature, and a large one."""
+    return {
+        "2d": Case({"normalized_shape": 5, **kwargs}, (3, 5)),
+        "3d": Case({"normalized_shape": (3, 4), **kwargs}, (2, 3, 4)),
+        "batch1": Case({"normalized_shape": 6, **kwargs}, (1, 6)),
+        "smallest": Case({"normalized_shape": 1, **kwargs}, (3, 1)),
+        "large": Case({"normalized_shape": 257, **kwargs}, (601, 257)),
+    }
+
+
 def _default_perturb(module: Any, rng: np.random.Generator) -> None:
     """Move every parameter off its initial value: a weight of exactly ones or a bias of
     exactly zeros would hide backward bugs that multiply or add them."""

@@ -50,7 +50,7 @@ from .. import kernels
 from ..autograd import Context, Function
 from ..backend import namespace_of
 from ..nn.module import Parameter
-from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..registry import NormSpec, ParamSpec, register_norm, row_cases
 from ..stats import in_compute_dtype
 from ..tensor import Tensor, zeros
 from ._shared import (
@@ -178,12 +178,6 @@ register_norm(
         functional=gemma_rms_norm,
         params=(ParamSpec("weight", "normalized_shape", "zeros", "the per-dimension scale minus one: y = xhat*(1+w)"),),
         doc="docs/norms/gemma_rmsnorm.md",
-        cases={
-            "2d": Case({"normalized_shape": 5}, (3, 5)),
-            "3d": Case({"normalized_shape": (3, 4)}, (2, 3, 4)),
-            "batch1": Case({"normalized_shape": 6}, (1, 6)),
-            "smallest": Case({"normalized_shape": 1}, (3, 1)),
-            "large": Case({"normalized_shape": 257}, (601, 257)),
-        },
+        cases=row_cases(),
     )
 )

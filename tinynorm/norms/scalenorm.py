@@ -51,7 +51,7 @@ from ..autograd import Context, Function
 from ..backend import namespace_of
 from ..nn.module import Parameter
 from ..ops import maximum
-from ..registry import Case, NormSpec, ParamSpec, register_norm
+from ..registry import NormSpec, ParamSpec, register_norm, row_cases
 from ..stats import in_compute_dtype, row_norm, widen
 from ..tensor import Tensor, tensor
 from ._shared import (
@@ -202,13 +202,7 @@ register_norm(
         functional=scale_norm,
         params=(ParamSpec("g", "()", "sqrt(N)", "the length every row is rescaled to"),),
         doc="docs/norms/scalenorm.md",
-        cases={
-            "2d": Case({"normalized_shape": 5}, (3, 5)),
-            "3d": Case({"normalized_shape": (3, 4)}, (2, 3, 4)),
-            "batch1": Case({"normalized_shape": 6}, (1, 6)),
-            "smallest": Case({"normalized_shape": 1}, (3, 1)),
-            "large": Case({"normalized_shape": 257}, (601, 257)),
-        },
+        cases=row_cases(),
         input_fn=input_away_from_the_kinks,
     )
 )
