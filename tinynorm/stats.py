@@ -81,7 +81,7 @@ def rms_rstd(x: Any, eps: float) -> Any:
     by ``eps`` (which ``check_eps`` keeps representable).
     """
     xp = namespace_of(x)
-    with _overflow_is_handled(xp):
+    with _overflow_is_handled():
         ms = row_mean_of_product(x, x)
     rstd = 1 / xp.sqrt(ms + eps)
     bad = ~xp.isfinite(ms)
@@ -121,7 +121,7 @@ def centered_mean_rstd(
         var = row_mean_of_product(centered, centered)
         return mean, var if correction == 0 else var * (n / (n - correction)), centered
 
-    with _overflow_is_handled(xp):
+    with _overflow_is_handled():
         mean, var, centered = stats(x)
     rstd = 1 / xp.sqrt(var + eps)
     bad = ~xp.isfinite(var)
@@ -144,7 +144,7 @@ def row_norm(x: Any) -> Any:
     subnormals have lost digits), are recomputed from ``x / max|x|``. Zero rows stay 0.
     """
     xp = namespace_of(x)
-    with _overflow_is_handled(xp), _underflow_is_handled(xp):
+    with _overflow_is_handled(), _underflow_is_handled():
         ss = row_sum_of_product(x, x)
     tiny = xp.finfo(x.dtype).smallest_normal
     bad = ~xp.isfinite(ss) | (ss < tiny)
@@ -170,12 +170,12 @@ def _any(xp: Any, mask: Any) -> bool:
     return bool(xp.any(mask))
 
 
-def _overflow_is_handled(xp: Any) -> Any:
+def _overflow_is_handled() -> Any:
     """Huge rows overflow the first pass of the statistics; the callers detect that and redo
     those rows, so NumPy's RuntimeWarning would only alarm the reader. ``array_api_strict``
     computes with NumPy too, so it is silenced for every backend (CuPy does not warn)."""
     return np.errstate(over="ignore")
 
 
-def _underflow_is_handled(xp: Any) -> Any:
+def _underflow_is_handled() -> Any:
     return np.errstate(under="ignore")

@@ -248,10 +248,6 @@ def ws_linear(
 
 
 # ---- the modules ------------------------------------------------------------------------------
-def _sizes(in_features: Any, out_features: Any) -> tuple[tuple[str, Any], tuple[str, Any]]:
-    return ("in_features", in_features), ("out_features", out_features)
-
-
 class WeightNormLinear(NormModule):
     """``tn.nn.WeightNormLinear(in_features, out_features, bias=True)``: a Linear whose weight
     is ``W = g * v / ||v||`` per output row (``docs/norms/weight_side.md``).
@@ -268,7 +264,8 @@ class WeightNormLinear(NormModule):
         self, in_features: int, out_features: int, bias: bool = True, dtype: Any = None, impl: str = "explicit"
     ) -> None:
         super().__init__(impl)
-        self.in_features, self.out_features = (check_positive_int(n, k) for n, k in _sizes(in_features, out_features))
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
         init = Linear(self.in_features, self.out_features, bias, dtype)  # tn.nn.Linear's init, drawn as it draws
         self.g = Parameter(namespace_of(init.weight.data).reshape(row_norm(init.weight.data), (self.out_features,)))
         self.v = init.weight  # the direction of each row; W is computed from g and v, not learned itself
@@ -306,7 +303,8 @@ class WSLinear(NormModule):
         impl: str = "explicit",
     ) -> None:
         super().__init__(impl)
-        self.in_features, self.out_features = (check_positive_int(n, k) for n, k in _sizes(in_features, out_features))
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
         self.eps = check_eps(eps)
         init = Linear(self.in_features, self.out_features, bias, dtype)  # tn.nn.Linear's init, drawn as it draws
         self.weight, self.bias = init.weight, init.bias
